@@ -1,0 +1,18 @@
+"""registry-stack: a private build registry and a pull-through cache behind one TLS front."""
+
+import pulumi
+
+from components import renderers
+from components.registry_stack import RegistryStack
+from components.settings import load_settings, read_pulumi_config
+
+settings = load_settings(*read_pulumi_config())
+stack = RegistryStack("registry", settings)
+
+pulumi.export("buildUrl", stack.build_url)
+pulumi.export("cacheUrl", stack.cache_url)
+pulumi.export("caCertPem", stack.ca_cert_pem)
+pulumi.export("hostnames", list(settings.hostnames))
+pulumi.export("hostsLine", renderers.hosts_line(settings))
+pulumi.export("daemonJson", renderers.daemon_json_snippet(settings))
+pulumi.export("dockerLogin", renderers.docker_login_command(settings))

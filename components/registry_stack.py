@@ -1,0 +1,249 @@
+"""RegistryStack: the build registry, the cache registry and their TLS + basic-auth front.
+
+The two switches (`enableBuild`, `enableCache`) pick what exists:
+
+| build | cache | containers                    |
+|-------|-------|-------------------------------|
+| on    | on    | build, cache, front           |
+| on    | off   | build, front                  |
+| off   | on    | cache, front                  |
+| off   | off   | none (logged, not an error)   |
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from . import renderers
+from .settings import Secret, Settings
+from .tls import Tls
+
+LABEL_STACK = "registry-stack.stack"
+LABEL_ROLE = "registry-stack.role"
+
+
+class RegistryStack(pulumi.ComponentResource):
+    """Everything one stack runs on its Docker host."""
+
+    build_url: pulumi.Output[str]
+    cache_url: pulumi.Output[str]
+    ca_cert_pem: pulumi.Output[str | None]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("registry-stack:index:RegistryStack", name, {}, opts)
+        self._name = name
+        self._settings = settings
+        self._child = pulumi.ResourceOptions(parent=self)
+        self.containers: dict[str, docker.Container] = {}
+        self.tls: Tls | None = None
+
+        if not settings.any_registry:
+            pulumi.log.info(
+                "enableBuild and enableCache are both false: this stack runs no registry "
+                "and creates no containers",
+                resource=self,
+            )
+        else:
+            self._create_registries_and_front()
+
+        build_url = settings.url_for(settings.build_hostname) if settings.enable_build else ""
+        cache_url = settings.url_for(settings.cache_hostname) if settings.enable_cache else ""
+        self.build_url = pulumi.Output.from_input(build_url)
+        self.cache_url = pulumi.Output.from_input(cache_url)
+        self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
+        self.register_outputs({
+            "buildUrl": self.build_url,
+            "cacheUrl": self.cache_url,
+            "caCertPem": self.ca_cert_pem,
+        })
+
+    # -- structure ------------------------------------------------------------------------
+
+    tls: Tls | None = None
+
+    def _create_registries_and_front(self) -> None:
+        settings = self._settings
+        network = self._network_name()
+        registry_image = self._image("registry-image", settings.registry_image)
+        if settings.enable_build:
+            self.containers["build"] = self._registry("build", registry_image, network)
+        if settings.enable_cache:
+            self.containers["cache"] = self._registry("cache", registry_image, network)
+        self.tls = Tls(f"{self._name}-tls", settings, opts=self._child)
+        self.containers["front"] = self._front(network)
+
+    def _network_name(self) -> pulumi.Input[str]:
+        settings = self._settings
+        if settings.external_network:
+            return settings.external_network
+        network = docker.Network(
+            f"{self._name}-network",
+            name=settings.prefix,
+            driver="bridge",
+            labels=[self._label(LABEL_STACK, settings.stack, docker.NetworkLabelArgs)],
+            opts=self._child,
+        )
+        return network.name
+
+    def _image(self, suffix: str, reference: str) -> docker.RemoteImage:
+        # keep_locally: destroying the stack must not delete an image other stacks use.
+        return docker.RemoteImage(f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=self._child)
+
+    def _data_volume(self, role: str) -> docker.ContainerVolumeArgs:
+        """Named volume by default, or `<dataPath>/<role>_data` on the host."""
+        settings = self._settings
+        container_path = renderers.FRONT_DATA_DIR if role == "front" else renderers.REGISTRY_DATA_DIR
+        if settings.data_path:
+            return docker.ContainerVolumeArgs(
+                host_path=f"{settings.data_path}/{role}_data", container_path=container_path
+            )
+        volume = docker.Volume(
+            f"{self._name}-{role}-data",
+            name=f"{settings.prefix}-{role}-data",
+            labels=[self._label(LABEL_STACK, settings.stack, docker.VolumeLabelArgs)],
+            # Images and ACME state outlive container replacement; never replace the volume
+            # just because its labels changed.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["labels"]),
+        )
+        return docker.ContainerVolumeArgs(volume_name=volume.name, container_path=container_path)
+
+    # -- containers -----------------------------------------------------------------------
+
+    def _registry(self, role: str, image: docker.RemoteImage, network: pulumi.Input[str]) -> docker.Container:
+        settings = self._settings
+        major = settings.registry_major_version
+        config = self._registry_config(role, major)
+        return self._container(
+            role,
+            image=image,
+            network=network,
+            aliases=[f"{settings.prefix}-{role}"],
+            uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
+            volumes=[self._data_volume(role)],
+            healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
+        )
+
+    def _registry_config(self, role: str, major: int) -> pulumi.Input[str]:
+        upstream = self._settings.upstream
+        if role == "build":
+            return renderers.registry_config("build", major)
+        if upstream.password is None:
+            return renderers.registry_config("cache", major, upstream.url)
+        return _secret(upstream.password).apply(
+            lambda password: renderers.registry_config(
+                "cache", major, upstream.url, renderers.ProxyCredentials(upstream.username, password)
+            )
+        )
+
+    def _front(self, network: pulumi.Input[str]) -> docker.Container:
+        settings = self._settings
+        assert self.tls is not None
+        image = self._image("front-image", settings.front_image)
+        uploads = [docker.ContainerUploadArgs(file=renderers.FRONT_CONFIG_PATH, content=self._front_config())]
+        if self.tls.cert_pem is not None and self.tls.private_key_pem is not None:
+            uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_CERT_PATH, content=self.tls.cert_pem))
+            uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_KEY_PATH, content=self.tls.private_key_pem))
+        if settings.tls.acme_trusted_root_pem:
+            root = settings.tls.acme_trusted_root_pem
+            uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_ACME_ROOT_PATH, content=root))
+        ports = [docker.ContainerPortArgs(internal=443, external=settings.https_port, ip=settings.bind_address)]
+        if settings.tls.is_acme:
+            ports.append(docker.ContainerPortArgs(internal=80, external=settings.http_port, ip=settings.bind_address))
+        depends = [c for role, c in self.containers.items() if role != "front"]
+        return self._container(
+            "front",
+            image=image,
+            network=network,
+            # Containers on the network (an ACME server validating a challenge, say) reach
+            # the registries by their public names through the front.
+            aliases=[f"{settings.prefix}-front", *settings.hostnames],
+            uploads=uploads,
+            volumes=[self._data_volume("front")],
+            healthcheck=_http_healthcheck(f"http://{renderers.FRONT_ADMIN}/config/"),
+            command=["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH],
+            ports=ports,
+            depends_on=depends,
+        )
+
+    def _front_config(self) -> pulumi.Input[str]:
+        settings = self._settings
+        if not settings.enable_build:
+            return renderers.front_config(settings, [])
+        # A per-stack seed kept in state makes the bcrypt salts stable across runs.
+        seed = random.RandomId(f"{self._name}-auth-salt", byte_length=16, opts=self._child)
+        passwords = [_secret(password) for _, password in settings.users]
+        return pulumi.Output.all(seed.hex, *passwords).apply(
+            lambda values: renderers.front_config(
+                settings,
+                [
+                    (name, renderers.bcrypt_hash(password, values[0], name))
+                    for (name, _), password in zip(settings.users, values[1:], strict=True)
+                ],
+            )
+        )
+
+    def _container(
+        self,
+        role: str,
+        *,
+        image: docker.RemoteImage,
+        network: pulumi.Input[str],
+        aliases: list[str],
+        uploads: list[docker.ContainerUploadArgs],
+        volumes: list[docker.ContainerVolumeArgs],
+        healthcheck: docker.ContainerHealthcheckArgs,
+        command: list[str] | None = None,
+        ports: list[docker.ContainerPortArgs] | None = None,
+        depends_on: list[pulumi.Resource] | None = None,
+    ) -> docker.Container:
+        settings = self._settings
+        name = f"{settings.prefix}-{role}"
+        return docker.Container(
+            f"{self._name}-{role}",
+            name=name,
+            hostname=name,
+            image=image.image_id,
+            restart="unless-stopped",
+            must_run=True,
+            wait=True,
+            wait_timeout=120,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network, aliases=aliases)],
+            uploads=uploads,
+            volumes=volumes,
+            healthcheck=healthcheck,
+            command=command,
+            ports=ports,
+            labels=[
+                self._label(LABEL_STACK, settings.stack, docker.ContainerLabelArgs),
+                self._label(LABEL_ROLE, role, docker.ContainerLabelArgs),
+            ],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=depends_on or [],
+                # The container name is fixed, so the old one must go before the new one
+                # starts; a changed health check must reach the running container.
+                delete_before_replace=True,
+                replace_on_changes=["healthcheck"],
+            ),
+        )
+
+    @staticmethod
+    def _label(label: str, value: str, args_type: type) -> object:
+        return args_type(label=label, value=value)
+
+
+def _secret(value: Secret) -> pulumi.Output[str]:
+    return pulumi.Output.secret(value.reveal())
+
+
+def _http_healthcheck(url: str) -> docker.ContainerHealthcheckArgs:
+    # busybox wget is in the official registry and caddy images (both Alpine based).
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", "wget", "-q", "-O", "/dev/null", url],
+        interval="10s",
+        timeout="5s",
+        retries=3,
+        start_period="10s",
+    )

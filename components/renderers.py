@@ -1,0 +1,269 @@
+"""Pure functions that turn Settings into the files the containers and hosts need.
+
+No Pulumi here: each renderer takes plain values and returns text or a dict, so they are
+tested directly. Output is deterministic (sorted keys, no timestamps, no random salts):
+the same settings always render the same bytes, so `pulumi up` with unchanged config
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+
+from .settings import Settings
+
+REGISTRY_PORT = 5000
+REGISTRY_DEBUG_PORT = 5001
+REGISTRY_DATA_DIR = "/var/lib/registry"
+FRONT_CONFIG_PATH = "/etc/caddy/caddy.json"
+FRONT_CERT_PATH = "/etc/caddy/tls/cert.pem"
+FRONT_KEY_PATH = "/etc/caddy/tls/key.pem"
+FRONT_ACME_ROOT_PATH = "/etc/caddy/tls/acme-root.pem"
+FRONT_DATA_DIR = "/data"
+FRONT_ADMIN = "localhost:2019"
+BCRYPT_COST = 12
+REGISTRY_API_HEADER = {"Docker-Distribution-Api-Version": ["registry/2.0"]}
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def registry_config_path(major_version: int) -> str:
+    """Where the official image of that major version reads its config."""
+    return "/etc/distribution/config.yml" if major_version >= 3 else "/etc/docker/registry/config.yml"
+
+
+# ---------------------------------------------------------------------------------------
+# Registry (distribution) config
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyCredentials:
+    username: str
+    password: str
+
+
+def registry_config(
+    role: str,
+    major_version: int,
+    upstream_url: str = "",
+    credentials: ProxyCredentials | None = None,
+) -> str:
+    """config.yml for the build (push) or cache (proxy) registry.
+
+    Rendered as JSON, which is valid YAML: deterministic and free of YAML quoting traps.
+    """
+    if role not in ("build", "cache"):
+        raise ValueError(f"unknown registry role {role!r}")
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": f"registry-{role}"}},
+        "storage": {
+            "filesystem": {"rootdirectory": REGISTRY_DATA_DIR},
+            # Delete lets the build registry drop tags and lets a cache expire blobs.
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
+        "http": {
+            "addr": f":{REGISTRY_PORT}",
+            # Behind the front: Location headers stay relative, so they carry the public
+            # hostname and port the client used.
+            "relativeurls": True,
+            "headers": {"X-Content-Type-Options": ["nosniff"]},
+            "debug": {
+                "addr": f":{REGISTRY_DEBUG_PORT}",
+                "prometheus": {"enabled": True, "path": "/metrics"},
+            },
+        },
+        "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
+    }
+    if role == "cache":
+        if not upstream_url:
+            raise ValueError("a cache registry needs an upstream URL")
+        proxy: dict[str, Any] = {"remoteurl": upstream_url}
+        if credentials is not None:
+            proxy["username"] = credentials.username
+            proxy["password"] = credentials.password
+        config["proxy"] = proxy
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Basic-auth hashes
+# ---------------------------------------------------------------------------------------
+
+_BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def bcrypt_salt(seed: str, username: str, cost: int = BCRYPT_COST) -> bytes:
+    """A bcrypt salt that is stable for (stack seed, user) and unique across both.
+
+    A fresh random salt per run would change the front's config on every `pulumi up` and
+    replace the container; the per-stack seed (kept in Pulumi state) keeps salts unguessable
+    across sites while making re-runs byte-identical.
+    """
+    digest = hmac.new(seed.encode(), f"basic-auth:{username}".encode(), hashlib.sha256).digest()
+    chars = [_BCRYPT_ALPHABET[b % 64] for b in digest[:21]]
+    # The 22nd character carries only 2 bits; bcrypt rejects non-canonical ones.
+    chars.append(_BCRYPT_ALPHABET[(digest[21] % 4) * 16])
+    return f"$2b${cost:02d}${''.join(chars)}".encode()
+
+
+def bcrypt_hash(password: str, seed: str, username: str, cost: int = BCRYPT_COST) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt_salt(seed, username, cost)).decode()
+
+
+# ---------------------------------------------------------------------------------------
+# Front (Caddy) config
+# ---------------------------------------------------------------------------------------
+
+
+def registry_error(
+    status: int, code: str, message: str, extra_headers: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """A Caddy static_response that answers like a registry does: JSON errors + API header."""
+    headers = {"Content-Type": ["application/json; charset=utf-8"], **REGISTRY_API_HEADER}
+    headers.update(extra_headers or {})
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+    return {"handler": "static_response", "status_code": status, "headers": headers, "body": body}
+
+
+def _reverse_proxy(dial: str) -> dict[str, Any]:
+    return {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": dial}],
+        # Stream blobs as they arrive instead of buffering: large layers, no size limit.
+        "flush_interval": -1,
+        "transport": {"protocol": "http", "dial_timeout": "10s"},
+    }
+
+
+def _host_route(hostname: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "match": [{"host": [hostname]}],
+        "handle": [{"handler": "subroute", "routes": routes}],
+        "terminal": True,
+    }
+
+
+def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    accounts = [
+        {"username": name, "password": base64.b64encode(hashed.encode()).decode()}
+        for name, hashed in hashed_users
+    ]
+    authenticate = {
+        "handler": "authentication",
+        "providers": {
+            "http_basic": {"accounts": accounts, "hash": {"algorithm": "bcrypt"}, "realm": "registry"}
+        },
+    }
+    # Every request, /v2/ included, must authenticate: the Docker client sends credentials
+    # only after /v2/ has challenged it.
+    return [{"handle": [authenticate, _reverse_proxy(f"{settings.prefix}-build:{REGISTRY_PORT}")]}]
+
+
+def _cache_routes(settings: Settings) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    if settings.cache_client_networks:
+        routes.append({
+            "match": [{"not": [{"remote_ip": {"ranges": list(settings.cache_client_networks)}}]}],
+            "handle": [registry_error(403, "DENIED", "this network may not read the cache")],
+        })
+    push_hint = (
+        f"the cache is read-only: push to {settings.registry_address(settings.build_hostname)}"
+        if settings.enable_build else "the cache is read-only"
+    )
+    routes.append({
+        "match": [{"not": [{"method": list(READ_METHODS)}]}],
+        "handle": [registry_error(405, "UNSUPPORTED", push_hint)],
+    })
+    # Reads are anonymous: a Docker daemon never sends credentials to its mirror.
+    routes.append({"handle": [_reverse_proxy(f"{settings.prefix}-cache:{REGISTRY_PORT}")]})
+    return routes
+
+
+def _unauthorized_error_route() -> dict[str, Any]:
+    challenge = {"WWW-Authenticate": ['Basic realm="registry"']}
+    return {
+        "match": [{"expression": "{http.error.status_code} == 401"}],
+        "handle": [registry_error(401, "UNAUTHORIZED", "authentication required", challenge)],
+    }
+
+
+def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str:
+    """Caddy's native JSON config: one site per registry hostname on one TLS listener."""
+    routes: list[dict[str, Any]] = []
+    if settings.enable_build:
+        routes.append(_host_route(settings.build_hostname, _build_routes(settings, hashed_users)))
+    if settings.enable_cache:
+        routes.append(_host_route(settings.cache_hostname, _cache_routes(settings)))
+    routes.append({"handle": [registry_error(404, "NAME_UNKNOWN", "no registry is served at this host name")]})
+
+    server: dict[str, Any] = {
+        "listen": [":443"],
+        "routes": routes,
+        "errors": {"routes": [_unauthorized_error_route()]},
+        "tls_connection_policies": [{}],
+        # No read/write timeouts: a multi-GB layer upload must not be cut off.
+        "read_header_timeout": "30s",
+        "idle_timeout": "5m",
+    }
+    config: dict[str, Any] = {
+        "admin": {"listen": FRONT_ADMIN},
+        "storage": {"module": "file_system", "root": f"{FRONT_DATA_DIR}/caddy"},
+        "apps": {"http": {"servers": {"registry": server}}, "tls": _tls_app(settings)},
+    }
+    if settings.tls.is_acme:
+        config["apps"]["http"]["http_port"] = 80
+        config["apps"]["http"]["https_port"] = 443
+    else:
+        server["automatic_https"] = {"disable": True}
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def _tls_app(settings: Settings) -> dict[str, Any]:
+    if not settings.tls.is_acme:
+        return {"certificates": {"load_files": [{"certificate": FRONT_CERT_PATH, "key": FRONT_KEY_PATH}]}}
+    issuer: dict[str, Any] = {
+        "module": "acme",
+        "ca": settings.tls.acme_directory_url,
+        "email": settings.tls.acme_email,
+        # HTTP-01 on port 80; TLS-ALPN-01 cannot work behind a published non-443 port.
+        "challenges": {"tls-alpn": {"disabled": True}},
+    }
+    if settings.tls.acme_trusted_root_pem:
+        issuer["trusted_roots_pem_files"] = [FRONT_ACME_ROOT_PATH]
+    policy = {"subjects": list(settings.hostnames), "issuers": [issuer]}
+    return {"automation": {"policies": [policy]}}
+
+
+# ---------------------------------------------------------------------------------------
+# Host-side snippets
+# ---------------------------------------------------------------------------------------
+
+
+def daemon_json_snippet(settings: Settings) -> str:
+    """The daemon.json keys a Docker host needs to use the cache as its Docker Hub mirror."""
+    if not settings.enable_cache:
+        return "{}\n"
+    return json.dumps({"registry-mirrors": [settings.url_for(settings.cache_hostname)]}, indent=2) + "\n"
+
+
+def hosts_line(settings: Settings) -> str:
+    """The /etc/hosts line for hosts without DNS entries for the registry names."""
+    if not settings.hostnames:
+        return ""
+    return f"{settings.host_address} {' '.join(settings.hostnames)}"
+
+
+def docker_login_command(settings: Settings) -> str:
+    if not settings.enable_build:
+        return ""
+    first_user = settings.users[0][0]
+    return f"docker login {settings.registry_address(settings.build_hostname)} -u {first_user}"
