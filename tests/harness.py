@@ -206,14 +206,9 @@ def declare(
     def program() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
-    try:
-        _sync_await(pulumi.runtime.stack.run_pulumi_func(program))
-        stack_resource = pulumi.runtime.settings.get_root_resource()
-        outputs = {}
-        for key, value in getattr(stack_resource, "outputs", {}).items():
-            outputs[key] = _resolve(value)
-    finally:
-        loop.close()
+    _sync_await(pulumi.runtime.stack.run_pulumi_func(program))
+    stack_resource = pulumi.runtime.settings.get_root_resource()
+    outputs = {key: _resolve(value) for key, value in getattr(stack_resource, "outputs", {}).items()}
     for registration in monitor.registrations:
         registration.inputs = mocks.inputs.get((registration.type, registration.name), {})
     return Declaration(resources=monitor.registrations, outputs=outputs, logs=logs)
