@@ -130,7 +130,7 @@ class Mocks(pulumi.runtime.Mocks):
 class CapturingMonitor(MockMonitor):
     """A mock monitor that also records each registration's options."""
 
-    def __init__(self, mocks: Mocks) -> None:
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.registrations: list[DeclaredResource] = []
 
@@ -158,15 +158,19 @@ class CapturingMonitor(MockMonitor):
         return super().RegisterResource(request)
 
 
-class _InputRecorder(Mocks):
-    """Mocks that also hand each resource's inputs (secrets still wrapped) to the monitor."""
+class _InputRecorder(pulumi.runtime.Mocks):
+    """Records each resource's inputs (secrets still wrapped), then asks the real mocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, delegate: pulumi.runtime.Mocks) -> None:
+        self.delegate = delegate
         self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         self.inputs[(args.typ, args.name)] = wrap_secrets(args.inputs)
-        return super().new_resource(args)
+        return self.delegate.new_resource(args)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+        return self.delegate.call(args)
 
 
 def config_for(values: Mapping[str, Any]) -> dict[str, str]:
@@ -188,19 +192,24 @@ def declare(
     secret_keys: tuple[str, ...] = (),
     stack: str = "dev",
     preview: bool = False,
+    mocks: pulumi.runtime.Mocks | None = None,
 ) -> Declaration:
-    """Run __main__.py under mocks with the given config and return what it declared."""
+    """Run __main__.py under mocks with the given config and return what it declared.
+
+    `mocks` decides the providers' outputs: deterministic fakes by default; the e2e suite
+    passes mocks that create each resource for real.
+    """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.settings.reset_options()
 
-    mocks = _InputRecorder()
-    monitor = CapturingMonitor(mocks)
+    recorder = _InputRecorder(mocks or Mocks())
+    monitor = CapturingMonitor(recorder)
     logs: list[str] = []
     runtime_config.set_all_config(
         config_for(values), [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys]
     )
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     _patch_log(logs)
 
     def program() -> None:
@@ -210,7 +219,7 @@ def declare(
     stack_resource = pulumi.runtime.settings.get_root_resource()
     outputs = {key: _resolve(value) for key, value in getattr(stack_resource, "outputs", {}).items()}
     for registration in monitor.registrations:
-        registration.inputs = mocks.inputs.get((registration.type, registration.name), {})
+        registration.inputs = recorder.inputs.get((registration.type, registration.name), {})
     return Declaration(resources=monitor.registrations, outputs=outputs, logs=logs)
 
 
