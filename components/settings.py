@@ -15,8 +15,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:  # for type hints only: mirror_settings itself imports this module
+    from .mirror_settings import MirrorSettings
 
 PROJECT = "registry-stack"
 
@@ -58,6 +61,9 @@ KNOWN_KEYS = (
     "acmeTrustedRootPem",
     "certValidityDays",
     "certEarlyRenewalDays",
+    "mirrorHosts",
+    "mirrorSshPrivateKey",
+    "daemonJsonPath",
 )
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -142,6 +148,8 @@ class Settings:
     bind_address: str
     host_address: str
     tls: TlsSettings = field(default_factory=TlsSettings)
+    # Docker hosts pointed at the cache (mirrorHosts...); set by load_settings, None when built by hand.
+    mirror: MirrorSettings | None = None
 
     @property
     def prefix(self) -> str:
@@ -241,7 +249,18 @@ def load_settings(raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str]
         tls=_read_tls(reader),
     )
     _check_combinations(settings)
-    return settings
+    return _with_mirror_settings(settings, raw, secret_keys)
+
+
+def _with_mirror_settings(
+    settings: Settings, raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str]
+) -> Settings:
+    # Imported here, not at the top: mirror_settings builds on this module (ConfigError, Secret).
+    from dataclasses import replace
+
+    from .mirror_settings import read_mirror_settings
+
+    return replace(settings, mirror=read_mirror_settings(raw, secret_keys, settings.host_address))
 
 
 def _validated_stack_name(stack: str) -> str:

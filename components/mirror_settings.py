@@ -1,0 +1,306 @@
+"""Config of the DaemonMirror: which Docker hosts are pointed at the cache, and how.
+
+Three keys (Pulumi project config has no object type, so per-host options ride on the host
+entry as URL query flags):
+
+- `mirrorHosts` (array of strings): `local` for the machine running `pulumi up`, or
+  `ssh://user@host[:port]`; either may carry flags, e.g.
+  `ssh://root@node1?containerd=true&etcHosts=10.0.0.5`.
+- `mirrorSshPrivateKey` (secret string): the key for every ssh:// host.
+- `daemonJsonPath` (string): where dockerd reads its config on the hosts.
+
+`read_mirror_settings` is a pure function of the raw config values, like
+`settings.load_settings` (which calls it), so every error is tested without mocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .settings import PROJECT, ConfigError, Secret
+
+DEFAULT_DAEMON_JSON_PATH = "/etc/docker/daemon.json"
+LOCAL = "local"
+DEFAULT_SSH_PORT = 22
+
+# name -> (what it does, allowed values) for the error messages
+HOST_FLAGS = {
+    "docker": "set the cache as dockerd's registry mirror in daemon.json (default true)",
+    "containerd": "write containerd's certs.d hosts.toml for the cached upstream (default false)",
+    "etcHosts": "add the registry names to /etc/hosts: true (hostAddress) or an IP address (default false)",
+    "sudo": "run the host script with `sudo -n` when the user is not root (default false)",
+}
+
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$")
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+@dataclass(frozen=True)
+class MirrorHost:
+    """One Docker host to point at the cache, parsed from a `mirrorHosts` entry."""
+
+    entry: str
+    user: str = ""
+    host: str = ""
+    port: int = DEFAULT_SSH_PORT
+    docker: bool = True
+    containerd: bool = False
+    # "" = leave /etc/hosts alone; otherwise the address the registry names map to.
+    etc_hosts_address: str = ""
+    sudo: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return not self.host
+
+    @property
+    def identity(self) -> str:
+        """What makes two entries the same machine: `local`, or the host name (any user/port)."""
+        return LOCAL if self.is_local else self.host.lower()
+
+    @property
+    def label(self) -> str:
+        """`local` or `user@host[:port]`: stable, readable, used in resource names and outputs."""
+        if self.is_local:
+            return LOCAL
+        port = "" if self.port == DEFAULT_SSH_PORT else f":{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}{port}"
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    hosts: tuple[MirrorHost, ...] = ()
+    ssh_private_key: Secret | None = None
+    daemon_json_path: str = DEFAULT_DAEMON_JSON_PATH
+
+    @property
+    def any_ssh_host(self) -> bool:
+        return any(not host.is_local for host in self.hosts)
+
+
+def read_mirror_settings(
+    raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str], host_address: str
+) -> MirrorSettings:
+    """Validate `mirrorHosts`, `mirrorSshPrivateKey` and `daemonJsonPath`.
+
+    `host_address` (the validated `hostAddress`) is what `etcHosts=true` maps the names to.
+    """
+    hosts = _read_hosts(raw.get("mirrorHosts"), "mirrorHosts" in secret_keys, host_address)
+    key = _read_private_key(raw.get("mirrorSshPrivateKey"), "mirrorSshPrivateKey" in secret_keys)
+    ssh_hosts = [host for host in hosts if not host.is_local]
+    if ssh_hosts and key is None:
+        raise ConfigError(
+            f"{PROJECT}:mirrorHosts has ssh host {ssh_hosts[0].entry!r} but {PROJECT}:mirrorSshPrivateKey "
+            "is not set: store the private key the hosts accept with "
+            f"`pulumi config set --secret {PROJECT}:mirrorSshPrivateKey < ~/.ssh/id_ed25519`"
+        )
+    return MirrorSettings(
+        hosts=hosts,
+        ssh_private_key=key,
+        daemon_json_path=_read_daemon_json_path(raw.get("daemonJsonPath"), "daemonJsonPath" in secret_keys),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# mirrorHosts
+# ---------------------------------------------------------------------------------------
+
+
+def _read_hosts(value: Any, is_secret: bool, host_address: str) -> tuple[MirrorHost, ...]:
+    if value is None or value == "" or value == []:
+        return ()
+    if is_secret:
+        raise ConfigError(f"{PROJECT}:mirrorHosts is not a secret setting: set it without --secret")
+    entries = json.loads(value) if isinstance(value, str) and value.lstrip().startswith("[") else value
+    if not isinstance(entries, list):
+        raise ConfigError(
+            f"{PROJECT}:mirrorHosts={value!r} is invalid: expected a list such as "
+            '["local", "ssh://root@node1.example"]; set entries with '
+            f"`pulumi config set --path '{PROJECT}:mirrorHosts[0]' local`"
+        )
+    hosts = [parse_mirror_host(entry, index, host_address) for index, entry in enumerate(entries)]
+    _reject_duplicates(hosts)
+    return tuple(hosts)
+
+
+def parse_mirror_host(entry: Any, index: int, host_address: str) -> MirrorHost:
+    """One `mirrorHosts` entry: `local[?flags]` or `ssh://user@host[:port][?flags]`."""
+    key = f"{PROJECT}:mirrorHosts[{index}]"
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"{key}={entry!r} is invalid: expected \"local\" or \"ssh://user@host[:port]\"")
+    text = entry.strip()
+    target, _, query = text.partition("?")
+    if target == LOCAL:
+        flags = _parse_flags(key, text, query, host_address, remote=False)
+        return MirrorHost(entry=text, **flags)
+    user, host, port = _parse_ssh_target(key, text, target)
+    flags = _parse_flags(key, text, query, host_address, remote=True)
+    return MirrorHost(entry=text, user=user, host=host, port=port, **flags)
+
+
+def _parse_ssh_target(key: str, text: str, target: str) -> tuple[str, str, int]:
+    def fail(fix: str) -> ConfigError:
+        return ConfigError(f"{key}={text!r} is invalid: {fix}")
+
+    if "://" not in target:
+        raise fail('expected "local" or a URL "ssh://user@host[:port]" (the scheme is required)')
+    parts = urlsplit(target)
+    if parts.scheme != "ssh":
+        raise fail(f'scheme {parts.scheme!r} is not supported: use "ssh://user@host[:port]" or "local"')
+    if parts.password is not None:
+        raise fail("drop the password from the URL: hosts log in with mirrorSshPrivateKey (a secret)")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise fail('a host entry has no path or fragment: "ssh://user@host[:port]"')
+    if not parts.username:
+        raise fail('name the login user: "ssh://root@host" (or a sudoer with ?sudo=true)')
+    if not _SSH_USER.match(parts.username):
+        raise fail(f"user {parts.username!r} is not a valid login name")
+    host = parts.hostname or ""
+    if not _valid_host(host):
+        raise fail(f"host {host!r} is neither a DNS name nor an IP address")
+    try:
+        port = parts.port or DEFAULT_SSH_PORT
+    except ValueError:
+        raise fail("the port must be a number from 1 to 65535") from None
+    return parts.username, host, port
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(host))
+
+
+def _parse_flags(key: str, text: str, query: str, host_address: str, remote: bool) -> dict[str, Any]:
+    def fail(fix: str) -> ConfigError:
+        return ConfigError(f"{key}={text!r} is invalid: {fix}")
+
+    seen: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name not in HOST_FLAGS:
+            known = "; ".join(f"{flag}: {meaning}" for flag, meaning in HOST_FLAGS.items())
+            raise fail(f"unknown flag {name!r}. The flags are {known}")
+        if name in seen:
+            raise fail(f"flag {name!r} is given twice: keep one")
+        seen[name] = value.strip()
+    if query and not seen:
+        raise fail("the text after '?' holds no flag: write flags as ?name=value&name=value")
+
+    flags: dict[str, Any] = {}
+    for name in ("docker", "containerd", "sudo"):
+        if name in seen:
+            if seen[name].lower() not in _TRUE_FALSE:
+                raise fail(f"flag {name}={seen[name]!r} must be true or false")
+            flags[name] = _TRUE_FALSE[seen[name].lower()]
+    if not flags.get("docker", True) and not flags.get("containerd", False):
+        raise fail("docker=false leaves nothing to configure: add containerd=true, or drop the entry")
+    if "etcHosts" in seen:
+        flags["etc_hosts_address"] = _etc_hosts_address(seen["etcHosts"], host_address, remote, fail)
+    return flags
+
+
+def _etc_hosts_address(value: str, host_address: str, remote: bool, fail: Any) -> str:
+    lowered = value.lower()
+    if lowered == "false":
+        return ""
+    if lowered == "true":
+        if remote and ipaddress.ip_address(host_address).is_loopback:
+            # On a remote host the loopback address is that host itself, not the registry.
+            raise fail(
+                f"etcHosts=true maps the registry names to hostAddress={host_address!r}, a loopback "
+                f"address, which on a remote host is that host itself: set {PROJECT}:hostAddress to the "
+                "registry host's address, or give it per host (etcHosts=10.0.0.5)"
+            )
+        return host_address
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise fail(f"etcHosts={value!r} must be true, false or an IP address such as 10.0.0.5") from None
+
+
+def _reject_duplicates(hosts: list[MirrorHost]) -> None:
+    first_index: dict[str, int] = {}
+    for index, host in enumerate(hosts):
+        if host.identity in first_index:
+            other = first_index[host.identity]
+            raise ConfigError(
+                f"{PROJECT}:mirrorHosts[{index}]={host.entry!r} names the same host as "
+                f"mirrorHosts[{other}]={hosts[other].entry!r}: one entry per host (two entries would "
+                "edit the same daemon.json and undo each other); remove one"
+            )
+        first_index[host.identity] = index
+
+
+# ---------------------------------------------------------------------------------------
+# mirrorSshPrivateKey, daemonJsonPath
+# ---------------------------------------------------------------------------------------
+
+
+def _read_private_key(value: Any, is_secret: bool) -> Secret | None:
+    if value is None or value == "":
+        return None
+    if not is_secret:
+        raise ConfigError(
+            f"{PROJECT}:mirrorSshPrivateKey is stored in plain text: it must be a secret. Remove it "
+            f"(`pulumi config rm {PROJECT}:mirrorSshPrivateKey`), then run "
+            f"`pulumi config set --secret {PROJECT}:mirrorSshPrivateKey < ~/.ssh/id_ed25519`"
+        )
+    if not isinstance(value, str) or "-----BEGIN" not in value or "PRIVATE KEY-----" not in value:
+        raise ConfigError(
+            f"{PROJECT}:mirrorSshPrivateKey=**** is invalid: expected a PEM or OpenSSH private key "
+            "(-----BEGIN ... PRIVATE KEY-----), not a path or a public key"
+        )
+    if _is_encrypted_key(value):
+        raise ConfigError(
+            f"{PROJECT}:mirrorSshPrivateKey=**** is encrypted: store a key without a passphrase "
+            "(the secret store already encrypts it)"
+        )
+    # Keys pasted without their final newline are refused by some SSH libraries.
+    return Secret(value if value.endswith("\n") else value + "\n")
+
+
+def _is_encrypted_key(pem: str) -> bool:
+    """PEM keys say so in their armor; OpenSSH keys name their cipher inside the base64 body."""
+    if "ENCRYPTED" in pem:
+        return True
+    if "BEGIN OPENSSH PRIVATE KEY" not in pem:
+        return False
+    body = "".join(line.strip() for line in pem.splitlines() if line.strip() and not line.startswith("-----"))
+    try:
+        blob = base64.b64decode(body)
+    except ValueError:
+        return False
+    # "openssh-key-v1\0", then the cipher name as a length-prefixed string ("none" = plain).
+    magic = b"openssh-key-v1\x00"
+    if not blob.startswith(magic):
+        return False
+    length = int.from_bytes(blob[len(magic) : len(magic) + 4], "big")
+    cipher = blob[len(magic) + 4 : len(magic) + 4 + length]
+    return cipher != b"none"
+
+
+def _read_daemon_json_path(value: Any, is_secret: bool) -> str:
+    if value is None or value == "":
+        return DEFAULT_DAEMON_JSON_PATH
+    if is_secret:
+        raise ConfigError(f"{PROJECT}:daemonJsonPath is not a secret setting: set it without --secret")
+    text = str(value).strip()
+    normalized = posixpath.normpath(text)
+    if not text.startswith("/") or text.endswith("/") or "\n" in text or normalized in ("/", "//"):
+        raise ConfigError(
+            f"{PROJECT}:daemonJsonPath={value!r} is invalid: expected the absolute path of dockerd's "
+            f"config file on the hosts, such as {DEFAULT_DAEMON_JSON_PATH}"
+        )
+    return normalized
