@@ -113,15 +113,15 @@ def realize(
 # -- host-side trust: names and CA, as a user would set them up -----------------------------
 
 
-def add_hosts_entry(names: list[str], address: str = "127.0.0.1") -> None:
-    remove_hosts_entries()
+def add_hosts_entry(names: list[str], stack: str, address: str = "127.0.0.1") -> None:
+    remove_hosts_entries(stack)
     with HOSTS_FILE.open("a") as hosts:
-        hosts.write(f"{address} {' '.join(names)} {HOSTS_MARK}\n")
+        hosts.write(f"{address} {' '.join(names)} {HOSTS_MARK} {stack}\n")
 
 
-def remove_hosts_entries() -> None:
+def remove_hosts_entries(stack: str) -> None:
     lines = HOSTS_FILE.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if HOSTS_MARK not in line]
+    kept = [line for line in lines if not line.rstrip().endswith(f"{HOSTS_MARK} {stack}")]
     if kept != lines:
         # /etc/hosts may be a bind mount: rewrite in place rather than rename over it.
         HOSTS_FILE.write_text("".join(kept))
@@ -339,8 +339,8 @@ def realized_stack(
         ca_file.write_text(ca_pem)
         cleanups.append(lambda: shutil.rmtree(ca_dir, ignore_errors=True))
         hostnames = list(outputs["hostnames"])
-        add_hosts_entry(hostnames)
-        cleanups.append(remove_hosts_entries)
+        add_hosts_entry(hostnames, stack)
+        cleanups.append(lambda: remove_hosts_entries(stack))
         folders = trust_ca_for([f"{name}:{https_port}" for name in hostnames], ca_pem) if ca_pem else []
         cleanups.append(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
         result = RealizedStack(
