@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import http.client
 import io
 import json
 import os
@@ -203,6 +205,60 @@ class DockerCli:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.config_dir, ignore_errors=True)
+
+
+def _blob_chunks(size: int, chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    block = secrets.token_bytes(chunk)
+    sent = 0
+    while sent < size:
+        piece = block[: min(chunk, size - sent)]
+        sent += len(piece)
+        yield piece
+
+
+def upload_blob_streaming(
+    stack: RealizedStack, repository: str, size: int, auth: tuple[str, str]
+) -> tuple[str, int]:
+    """Upload one blob of `size` bytes in a single streamed PATCH, as a large layer would go.
+
+    Returns (digest, size the registry reports for the finished upload).
+    """
+    context = ssl.create_default_context(cafile=str(stack.ca_file))
+    host = stack.address("build").rsplit(":", 1)[0]
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    connection = http.client.HTTPSConnection(host, stack.https_port, context=context, timeout=600)
+    try:
+        connection.request("POST", f"/v2/{repository}/blobs/uploads/", headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 202, answer.status
+        location = answer.getheader("Location")
+        digest = hashlib.sha256()
+
+        def body() -> Iterator[bytes]:
+            for piece in _blob_chunks(size):
+                digest.update(piece)
+                yield piece
+
+        connection.request(
+            "PATCH", location, body=body(),
+            headers={**headers, "Content-Type": "application/octet-stream"}, encode_chunked=True,
+        )
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 202, answer.status
+        uploaded = int(answer.getheader("Range").split("-")[1]) + 1
+        location = answer.getheader("Location")
+        separator = "&" if "?" in location else "?"
+        blob_digest = f"sha256:{digest.hexdigest()}"
+        connection.request("PUT", f"{location}{separator}digest={blob_digest}", body=b"", headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        assert answer.status == 201, answer.status
+        return blob_digest, uploaded
+    finally:
+        connection.close()
 
 
 def make_unique_image(tag: str, layers: int = 1, layer_bytes: int = 4096) -> str:

@@ -19,6 +19,7 @@ from tests.e2e.support import (
     https,
     make_unique_image,
     remove_local_image,
+    upload_blob_streaming,
 )
 
 API_HEADER = "docker-distribution-api-version"
@@ -169,3 +170,16 @@ def test_push_to_build_without_valid_credentials_is_refused(
         remove_local_image(tag)
     assert refused.returncode != 0
     assert "basic auth credentials" in refused.stderr or "unauthorized" in refused.stderr.lower()
+
+
+def test_a_layer_over_one_gigabyte_streams_through_the_front(skeleton: Skeleton) -> None:
+    """No body-size limit and no timeout in the front: a 1.1 GiB blob upload completes."""
+    stack, _ = skeleton
+    auth = ("admin", stack.password)
+    repository = _unique("big/layer")
+    size = 1100 * 1024 * 1024
+    digest, uploaded = upload_blob_streaming(stack, repository, size, auth)
+    assert uploaded == size
+    head = https(stack.url("build", f"/v2/{repository}/blobs/{digest}"), stack.ca_file, method="HEAD", auth=auth)
+    assert head.status == 200
+    assert int(head.headers["content-length"]) == size
