@@ -1,0 +1,294 @@
+"""DaemonMirror: point one Docker host at the stack's cache, and take it back on destroy.
+
+One pulumi-command `Command` per host (`local.Command` for `local`, `remote.Command` over
+SSH otherwise) runs components/host_scripts/daemon_mirror_host.py, sent over stdin:
+`python3 - apply '<args>'` on create, `python3 - remove '<args>'` on delete. The script
+merges the cache into daemon.json's `registry-mirrors`, installs the CA (self-signed mode),
+optionally writes containerd's hosts.toml and /etc/hosts lines, and reloads dockerd; its
+docstring has the details. The hosts need python3 (3.7 or later) and root (or `sudo=true`).
+
+Replacement: everything the host gets (args, connection) is a trigger, and the old
+command's `remove` runs before the new `apply` (delete_before_replace): otherwise the old
+remove, run last, would undo the new configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pulumi
+import pulumi_command as command
+
+from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
+from .settings import DOCKER_HUB_URL, PROJECT, TLS_LETSENCRYPT_STAGING, Secret, Settings
+
+if TYPE_CHECKING:
+    from .registry_stack import RegistryStack
+
+HOST_SCRIPT = Path(__file__).resolve().parent / "host_scripts" / "daemon_mirror_host.py"
+DOCKER_HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where things live on a host. Defaults are the standard locations; tests use temp folders."""
+
+    daemon_json: str = DEFAULT_DAEMON_JSON_PATH
+    docker_certs_d: str = "/etc/docker/certs.d"
+    containerd_certs_d: str = "/etc/containerd/certs.d"
+    etc_hosts: str = "/etc/hosts"
+    # The record of what was changed, with the original bytes restored on removal.
+    state_dir: str = "/var/lib/registry-stack"
+
+
+@dataclass(frozen=True)
+class DaemonMirrorArgs:
+    """What one host needs to use the cache."""
+
+    host: MirrorHost
+    """The parsed `mirrorHosts` entry: local or ssh, and its flags."""
+    stack_id: str
+    """Names this stack's record and /etc/hosts lines on the host (several stacks may share one)."""
+    cache_url: str
+    """The cache's root URL, as daemon.json's `registry-mirrors` lists it."""
+    cache_address: str
+    """host[:port] of the cache, as /etc/docker/certs.d names its folder."""
+    upstream_url: str
+    """The registry the cache mirrors: containerd's hosts.toml is written for it."""
+    hostnames: tuple[str, ...] = ()
+    """The registry names that `etcHosts` maps to the registry host's address."""
+    ca_cert_pem: pulumi.Input[str] | None = None
+    """The CA the hosts must trust (self-signed mode); None when the certificate is public."""
+    ssh_private_key: Secret | None = None
+    """For ssh hosts; reaches the provider only as a Pulumi secret."""
+    paths: HostPaths = field(default_factory=HostPaths)
+    reload: str = "auto"
+    """auto (systemctl reload docker, else SIGHUP to dockerd), none, or pid:<n> (tests)."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """Resources the host must not be pointed at before they run (the cache and the front)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions: what the host gets
+# ---------------------------------------------------------------------------------------
+
+
+def containerd_registry_folder(upstream_url: str) -> str:
+    """containerd's certs.d folder of the upstream: `docker.io` for Docker Hub, else host[:port]."""
+    parts = urlsplit(upstream_url)
+    if (parts.hostname or "") in DOCKER_HUB_HOSTS:
+        return "docker.io"
+    return parts.netloc
+
+
+def containerd_server(upstream_url: str) -> str:
+    """The upstream containerd falls back to when the cache fails."""
+    parts = urlsplit(upstream_url)
+    if (parts.hostname or "") in DOCKER_HUB_HOSTS:
+        return DOCKER_HUB_URL
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def containerd_hosts_toml(upstream_url: str, cache_url: str, ca_path: str | None) -> str:
+    """hosts.toml (containerd's certs.d format) that sends pulls of the upstream to the cache first."""
+    lines = [
+        "# Written by the registry-stack DaemonMirror, removed on destroy: pulls try the cache",
+        "# first and fall back to the registry itself (server).",
+        f"server = {_toml_string(containerd_server(upstream_url))}",
+        "",
+        f"[host.{_toml_string(cache_url)}]",
+        '  capabilities = ["pull", "resolve"]',
+    ]
+    if ca_path:
+        lines.append(f"  ca = {_toml_string(ca_path)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string (quotes, backslash escapes) is a valid TOML basic string.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def etc_hosts_line(address: str, hostnames: Sequence[str]) -> str:
+    return f"{address} {' '.join(hostnames)}"
+
+
+def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[str, Any]:
+    """The JSON the host script gets: every file it manages, with its content."""
+    host, paths = args.host, args.paths
+    files: list[dict[str, str]] = []
+    docker_ca = f"{paths.docker_certs_d}/{args.cache_address}/ca.crt"
+    containerd_ca = f"{paths.containerd_certs_d}/{args.cache_address}/ca.crt"
+    if host.docker and ca_cert_pem:
+        files.append({"path": docker_ca, "content": ca_cert_pem})
+    if host.containerd:
+        if ca_cert_pem:
+            files.append({"path": containerd_ca, "content": ca_cert_pem})
+        folder = containerd_registry_folder(args.upstream_url)
+        files.append({
+            "path": f"{paths.containerd_certs_d}/{folder}/hosts.toml",
+            "content": containerd_hosts_toml(args.upstream_url, args.cache_url, containerd_ca if ca_cert_pem else None),
+        })
+    return {
+        "id": args.stack_id,
+        "state_dir": paths.state_dir,
+        "reload": args.reload,
+        "daemon_json": {"path": paths.daemon_json, "mirror": args.cache_url} if host.docker else None,
+        "files": files,
+        "etc_hosts": (
+            {"path": paths.etc_hosts, "line": etc_hosts_line(host.etc_hosts_address, args.hostnames)}
+            if host.etc_hosts_address and args.hostnames
+            else None
+        ),
+    }
+
+
+def script_command(action: str, script_args: dict[str, Any], sudo: bool = False) -> str:
+    """The shell command that runs the script (read from stdin) with its args."""
+    prefix = "sudo -n " if sudo else ""
+    return f"{prefix}python3 - {action} {shlex.quote(json.dumps(script_args, sort_keys=True))}"
+
+
+def configured_summary(script_args: dict[str, Any]) -> dict[str, Any]:
+    """The per-host output: what the host is configured with, in plain words."""
+    daemon_json = script_args["daemon_json"]
+    etc_hosts = script_args["etc_hosts"]
+    return {
+        "registryMirror": daemon_json["mirror"] if daemon_json else None,
+        "daemonJson": daemon_json["path"] if daemon_json else None,
+        "files": [entry["path"] for entry in script_args["files"]],
+        "etcHostsLine": etc_hosts["line"] if etc_hosts else None,
+    }
+
+
+def parse_report(stdout: str | None) -> dict[str, Any] | None:
+    """The script's last stdout line is a JSON report of its run."""
+    lines = [line for line in (stdout or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        report = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def resource_suffix(host: MirrorHost) -> str:
+    """Names a host's resources by the machine alone, so a user/port change replaces in place."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", host.identity)
+
+
+# ---------------------------------------------------------------------------------------
+# The component
+# ---------------------------------------------------------------------------------------
+
+
+class DaemonMirror(pulumi.ComponentResource):
+    """Points one Docker host at the cache. Outputs: `host`, `configured`, `report`."""
+
+    host: str
+    configured: pulumi.Output[dict[str, Any]]
+    report: pulumi.Output[dict[str, Any] | None]
+
+    def __init__(self, name: str, args: DaemonMirrorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("registry-stack:index:DaemonMirror", name, {}, opts)
+        if not args.host.is_local and args.ssh_private_key is None:
+            raise ValueError(f"{args.host.label}: an ssh host needs a private key")
+        script_args = pulumi.Output.from_input(args.ca_cert_pem).apply(lambda pem: host_script_args(args, pem))
+        create = script_args.apply(lambda values: script_command("apply", values, args.host.sudo))
+        delete = script_args.apply(lambda values: script_command("remove", values, args.host.sudo))
+        # wait_for: created after the cache runs; destroyed (host restored) before it goes.
+        options = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=list(args.wait_for))
+        common: dict[str, Any] = {
+            "create": create,
+            "delete": delete,
+            "stdin": HOST_SCRIPT.read_text(),
+            # Any change of what the host gets (or of how we log in) removes the old, then applies the new.
+            "triggers": [create, args.host.label],
+        }
+        if args.host.is_local:
+            self.command: pulumi.CustomResource = command.local.Command(f"{name}-apply", **common, opts=options)
+        else:
+            assert args.ssh_private_key is not None
+            connection = command.remote.ConnectionArgs(
+                host=args.host.host,
+                port=args.host.port,
+                user=args.host.user,
+                private_key=pulumi.Output.secret(args.ssh_private_key.reveal()),
+            )
+            self.command = command.remote.Command(f"{name}-apply", connection=connection, **common, opts=options)
+
+        self.host = args.host.label
+        self.configured = script_args.apply(configured_summary)
+        self.report = self.command.stdout.apply(parse_report)  # type: ignore[attr-defined]
+        self.register_outputs({"host": self.host, "configured": self.configured, "report": self.report})
+
+
+# ---------------------------------------------------------------------------------------
+# Wiring: one DaemonMirror per `mirrorHosts` entry
+# ---------------------------------------------------------------------------------------
+
+
+def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "registry") -> list[DaemonMirror]:
+    """A DaemonMirror per configured host, children of the stack; none without a cache.
+
+    `mirrorHosts` with the cache off is a warning, not an error: enableCache is a switch
+    meant to be flipped, and the same `pulumi up` that removes the cache removes the
+    DaemonMirrors, so the hosts stop pointing at it; switching it back on restores them.
+    """
+    mirror = settings.mirror
+    if mirror is None or not mirror.hosts:
+        return []
+    if not settings.enable_cache:
+        pulumi.log.warn(
+            f"{PROJECT}:mirrorHosts lists {len(mirror.hosts)} host(s) but enableCache is false: there is no "
+            "cache to point them at, so no DaemonMirror is created (hosts set up by an earlier run are "
+            "restored). Set enableCache true, or remove mirrorHosts",
+            resource=stack,
+        )
+        return []
+    _warn_about_limits(stack, settings)
+    ca_cert_pem = None if settings.tls.is_acme else stack.ca_cert_pem
+    wait_for = [stack.containers[role] for role in ("cache", "front") if role in stack.containers]
+    return [
+        DaemonMirror(
+            f"{name}-mirror-{resource_suffix(host)}",
+            DaemonMirrorArgs(
+                host=host,
+                stack_id=settings.prefix,
+                cache_url=settings.url_for(settings.cache_hostname),
+                cache_address=settings.registry_address(settings.cache_hostname),
+                upstream_url=settings.upstream.url,
+                hostnames=settings.hostnames,
+                ca_cert_pem=ca_cert_pem,
+                ssh_private_key=mirror.ssh_private_key,
+                paths=HostPaths(daemon_json=mirror.daemon_json_path),
+                wait_for=wait_for,
+            ),
+            opts=pulumi.ResourceOptions(parent=stack),
+        )
+        for host in mirror.hosts
+    ]
+
+
+def _warn_about_limits(stack: RegistryStack, settings: Settings) -> None:
+    if settings.tls.mode == TLS_LETSENCRYPT_STAGING:
+        pulumi.log.warn(
+            "tlsMode is letsencrypt-staging: Docker hosts do not trust staging certificates, so dockerd "
+            "will skip the cache and pull from Docker Hub directly",
+            resource=stack,
+        )
+    if containerd_registry_folder(settings.upstream.url) != "docker.io":
+        pulumi.log.info(
+            f"the cache mirrors {settings.upstream.url}, but dockerd's registry-mirrors only serve Docker Hub "
+            "names: dockerd hosts use it for Docker Hub names (a stand-in for Docker Hub works); containerd "
+            "hosts get a hosts.toml for that registry",
+            resource=stack,
+        )

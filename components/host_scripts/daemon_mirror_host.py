@@ -1,0 +1,872 @@
+"""Point this host's Docker daemon (and optionally containerd) at a registry cache, reversibly.
+
+Sent by the DaemonMirror component to each host over stdin and run there as root:
+
+    python3 - apply  '<json args>'     # make the host use the cache (idempotent)
+    python3 - remove '<json args>'     # take back exactly what apply added
+
+Needs only python3 (3.7 or later, standard library). The args (see `Args`) list what to
+manage; every path is a parameter, so the tests run this script against temporary folders:
+
+- `daemon_json`: {"path", "mirror"}: the mirror URL is merged into `registry-mirrors`,
+  every other key and mirror is kept; a missing file is created; a file that is not valid
+  JSON is left untouched and the run fails.
+- `files`: [{"path", "content"}]: files that belong to us (the cache's CA, containerd's
+  hosts.toml). A file someone else changed after us is left alone on remove.
+- `etc_hosts`: {"path", "line"}: one line, marked with a comment, for hosts without DNS.
+- `state_dir`: where the record of what was changed (with the original bytes) is kept.
+- `reload`: "auto" (systemctl reload docker, else SIGHUP to dockerd), "none", or
+  "pid:<n>" (SIGHUP to that process: for tests).
+- `dockerd`: the binary for `dockerd --validate` (Docker 23+; skipped when unsupported).
+- `docker_cli`: used in "auto" mode to check that dockerd took the change ("" = don't).
+
+Safety: every change is planned in memory first, so nothing is written unless every file
+can be handled; writes are atomic (temp file + rename) and the original bytes are kept in
+the state file; if a write, the reload or the check after it fails, every change of this
+run is rolled back. Removal restores the original bytes when nobody edited a file since
+our apply, and otherwise removes only our mirror entry / our lines. The last line of
+stdout is a JSON report of what was done.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+STATE_VERSION = 1
+HOSTS_MARKER_PREFIX = "# DaemonMirror "
+DOCKER_SOCKET = "/var/run/docker.sock"
+DOCKER_PID_FILE = "/var/run/docker.pid"
+VERIFY_SECONDS = 15.0
+NEW_FILE_MODE = 0o644
+NEW_DIR_MODE = 0o755
+
+
+class HostError(Exception):
+    """A problem the operator must fix; the message says what and how. Exit status 1."""
+
+
+# ---------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------
+
+
+class Args:
+    """The JSON the component passes on the command line, checked before anything is read."""
+
+    def __init__(self, raw: dict) -> None:
+        self.id = _require_str(raw, "id")
+        if not re.match(r"^[A-Za-z0-9._-]{1,100}$", self.id):
+            raise HostError("args: id must be letters, digits, '.', '_' or '-'")
+        self.state_dir = _absolute(raw.get("state_dir") or "/var/lib/registry-stack", "state_dir")
+        self.reload = str(raw.get("reload") or "auto")
+        if self.reload not in ("auto", "none") and not re.match(r"^pid:\d+$", self.reload):
+            raise HostError("args: reload must be auto, none or pid:<number>")
+        self.dockerd = str(raw.get("dockerd", "dockerd"))
+        self.docker_cli = str(raw.get("docker_cli", "docker"))
+        self.daemon_json: dict | None = None
+        if raw.get("daemon_json"):
+            self.daemon_json = {
+                "path": _absolute(_require_str(raw["daemon_json"], "path"), "daemon_json.path"),
+                "mirror": _require_str(raw["daemon_json"], "mirror"),
+            }
+            if not re.match(r"^https?://[^/\s]+/?$", self.daemon_json["mirror"]):
+                raise HostError("args: daemon_json.mirror must be the root URL of the cache")
+        self.files = [
+            {"path": _absolute(_require_str(f, "path"), "files[].path"), "content": _require_str(f, "content")}
+            for f in raw.get("files") or []
+        ]
+        self.etc_hosts: dict | None = None
+        if raw.get("etc_hosts"):
+            line = _require_str(raw["etc_hosts"], "line").strip()
+            if "\n" in line or "#" in line or len(line.split()) < 2:
+                raise HostError("args: etc_hosts.line must be one '<address> <name>...' line")
+            self.etc_hosts = {"path": _absolute(_require_str(raw["etc_hosts"], "path"), "etc_hosts.path"), "line": line}
+
+    @property
+    def hosts_marker(self) -> str:
+        return HOSTS_MARKER_PREFIX + self.id
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.state_dir, "daemon-mirror-" + self.id + ".json")
+
+    @property
+    def lock_path(self) -> str:
+        # One lock per host, not per stack: two stacks may edit the same daemon.json.
+        return os.path.join(self.state_dir, "daemon-mirror.lock")
+
+    def desired_items(self) -> dict:
+        """key -> spec of everything apply must put in place."""
+        items = {}
+        if self.daemon_json:
+            items["daemon_json:" + self.daemon_json["path"]] = {
+                "kind": "daemon_json", "path": self.daemon_json["path"], "mirror": self.daemon_json["mirror"],
+            }
+        for entry in self.files:
+            items["file:" + entry["path"]] = {"kind": "file", "path": entry["path"], "content": entry["content"]}
+        if self.etc_hosts:
+            items["hosts:" + self.etc_hosts["path"]] = {
+                "kind": "hosts", "path": self.etc_hosts["path"], "line": self.etc_hosts["line"],
+            }
+        return items
+
+
+def _require_str(raw: dict, key: str) -> str:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(value, str) or not value:
+        raise HostError("args: " + key + " must be a non-empty string")
+    return value
+
+
+def _absolute(path: str, what: str) -> str:
+    if not path.startswith("/") or "\n" in path:
+        raise HostError("args: " + what + " must be an absolute path")
+    return os.path.normpath(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Bytes on disk
+# ---------------------------------------------------------------------------------------
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise HostError("cannot read " + path + ": permission denied. " + _ROOT_HINT) from None
+
+
+def sha256(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def encode_bytes(data: bytes | None) -> dict | None:
+    """Original bytes for the state file: as text when they are UTF-8 (readable), else base64."""
+    if data is None:
+        return None
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def decode_bytes(stored: dict | None) -> bytes | None:
+    if stored is None:
+        return None
+    if "text" in stored:
+        return stored["text"].encode("utf-8")
+    return base64.b64decode(stored["base64"])
+
+
+_ROOT_HINT = "Run as root: connect as root, or add ?sudo=true to the host's mirrorHosts entry"
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Temp file in the same folder + rename: readers see the old or the new bytes, never half.
+
+    Keeps the mode and owner of the file it replaces; follows a symlink to its target.
+    """
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    try:
+        previous = os.stat(target)
+    except FileNotFoundError:
+        previous = None
+    handle, temp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, (previous.st_mode & 0o7777) if previous else NEW_FILE_MODE)
+        if previous is not None:
+            with contextlib.suppress(PermissionError):
+                os.chown(temp, previous.st_uid, previous.st_gid)
+        try:
+            os.replace(temp, target)
+        except OSError as error:
+            # A bind-mounted file (/etc/hosts in a container) cannot be renamed over.
+            if error.errno not in (errno.EBUSY, errno.EXDEV):
+                raise
+            os.unlink(temp)
+            with open(target, "r+b") as stream:
+                stream.truncate(0)
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            return
+        _fsync_folder(folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _fsync_folder(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def missing_folders(path: str) -> list:
+    """Parent folders of path that do not exist yet, outermost first."""
+    folders = []
+    folder = os.path.dirname(path)
+    while folder and folder != "/" and not os.path.isdir(folder):
+        folders.insert(0, folder)
+        folder = os.path.dirname(folder)
+    return folders
+
+
+# ---------------------------------------------------------------------------------------
+# daemon.json
+# ---------------------------------------------------------------------------------------
+
+
+def parse_daemon_json(path: str, data: bytes | None) -> dict:
+    """The config as a dict ({} for a missing or blank file); HostError when it is not usable."""
+    if data is None or not data.strip():
+        return {}
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise HostError(
+            path + " is not valid JSON (" + str(error) + "). It was left untouched: fix or remove it "
+            "(dockerd itself refuses to start with it), then run pulumi up again"
+        ) from None
+    if not isinstance(config, dict):
+        raise HostError(path + " must hold a JSON object ({...}). It was left untouched: fix it, then run again")
+    mirrors = config.get("registry-mirrors", [])
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+        raise HostError(
+            path + ': "registry-mirrors" must be a list of URLs. It was left untouched: fix it, then run again'
+        )
+    return config
+
+
+def same_mirror(a: str, b: str) -> bool:
+    """dockerd treats https://host:port and https://host:port/ as one mirror."""
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def render_daemon_json(config: dict, previous: bytes | None) -> bytes:
+    """JSON with the indentation the file already used (2 spaces for a new file)."""
+    indent = "  "
+    if previous:
+        match = re.search(rb'^\{\s*?\n([ \t]+)"', previous)
+        if match:
+            indent = match.group(1).decode()
+    return (json.dumps(config, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def apply_daemon_json(spec: dict, current: bytes | None, record: dict | None) -> tuple:
+    """(new bytes, record) with spec's mirror in registry-mirrors; record None = first apply."""
+    config = parse_daemon_json(spec["path"], current)
+    mirrors = list(config.get("registry-mirrors", []))
+    present = any(same_mirror(m, spec["mirror"]) for m in mirrors)
+    if record is None:
+        record = new_record(spec, current)
+        record.update({"mirror": spec["mirror"], "added_mirror": not present,
+                       "added_key": "registry-mirrors" not in config})
+    else:
+        record = dict(record, restorable=record["restorable"] and sha256(current) == record["written_sha256"])
+        record["added_mirror"] = record["added_mirror"] or not present
+    if present:
+        new = current
+    else:
+        config["registry-mirrors"] = [*mirrors, spec["mirror"]]
+        new = render_daemon_json(config, current)
+    record["written_sha256"] = sha256(new)
+    return new, record
+
+
+def undo_daemon_json(record: dict, current: bytes | None) -> tuple:
+    """(bytes without our mirror, note): the original bytes when nobody edited the file since."""
+    if record["restorable"] and sha256(current) == record["written_sha256"]:
+        return decode_bytes(record["original"]), None
+    if not record["added_mirror"] or current is None:
+        return current, None
+    try:
+        config = parse_daemon_json(record["path"], current)
+    except HostError as error:
+        raise HostError("cannot take our mirror out: " + str(error)) from None
+    mirrors = [m for m in config.get("registry-mirrors", []) if not same_mirror(m, record["mirror"])]
+    if mirrors or not record["added_key"]:
+        config["registry-mirrors"] = mirrors
+    else:
+        config.pop("registry-mirrors", None)
+    if not config and not record["existed"]:
+        return None, None
+    note = record["path"] + " was edited after our apply: removed only our mirror entry"
+    return render_daemon_json(config, current), note
+
+
+# ---------------------------------------------------------------------------------------
+# Files that are ours (CA, hosts.toml) and /etc/hosts lines
+# ---------------------------------------------------------------------------------------
+
+
+def apply_file(spec: dict, current: bytes | None, record: dict | None) -> tuple:
+    new = spec["content"].encode("utf-8")
+    if record is None:
+        record = new_record(spec, current)
+    record = dict(record, written_sha256=sha256(new))
+    return new, record
+
+
+def undo_file(record: dict, current: bytes | None) -> tuple:
+    if sha256(current) == record["written_sha256"]:
+        return decode_bytes(record["original"]), None
+    if current is None:
+        return None, None
+    return current, record["path"] + " was changed after our apply: left as it is"
+
+
+def strip_marked_lines(data: bytes | None, marker: str) -> bytes:
+    lines = (data or b"").decode("utf-8", errors="surrogateescape").splitlines(keepends=True)
+    kept = [line for line in lines if not line.rstrip("\r\n").endswith(marker)]
+    return "".join(kept).encode("utf-8", errors="surrogateescape")
+
+
+def apply_hosts(spec: dict, current: bytes | None, record: dict | None, marker: str) -> tuple:
+    base = strip_marked_lines(current, marker)
+    if base and not base.endswith(b"\n"):
+        base += b"\n"
+    new = base + (spec["line"] + "  " + marker + "\n").encode("utf-8")
+    if record is None:
+        record = new_record(spec, current)
+    else:
+        record = dict(record, restorable=record["restorable"] and sha256(current) == record["written_sha256"])
+    record["written_sha256"] = sha256(new)
+    return new, record
+
+
+def undo_hosts(record: dict, current: bytes | None, marker: str) -> tuple:
+    if record["restorable"] and sha256(current) == record["written_sha256"]:
+        return decode_bytes(record["original"]), None
+    if current is None:
+        return None, None
+    return strip_marked_lines(current, marker), None
+
+
+def new_record(spec: dict, current: bytes | None) -> dict:
+    """What a first apply knows about a file: its original bytes (None = it did not exist)."""
+    record = {key: value for key, value in spec.items() if key not in ("content", "line")}
+    record.update({
+        "existed": current is not None,
+        "original": encode_bytes(current),
+        "restorable": True,
+        "created_folders": missing_folders(spec["path"]),
+    })
+    return record
+
+
+# ---------------------------------------------------------------------------------------
+# Planning: the new bytes of every file, computed before anything is written
+# ---------------------------------------------------------------------------------------
+
+
+class Plan:
+    def __init__(self) -> None:
+        self.writes: dict = {}  # path -> new bytes, None = delete
+        self.before: dict = {}  # path -> bytes before this run, None = absent
+        self.records: dict = {}  # key -> record after this run (what the state file keeps)
+        self.folders_to_create: list = []
+        self.folders_to_prune: list = []
+        self.notes: list = []
+        self.daemon_json_paths: list = []
+        # (mirror, should dockerd list it) once daemon.json changed: checked after the reload
+        self.mirror_check: tuple | None = None
+
+    @property
+    def changed_paths(self) -> list:
+        return sorted(path for path, data in self.writes.items() if data != self.before[path])
+
+    @property
+    def daemon_json_changed(self) -> bool:
+        return any(path in self.changed_paths for path in self.daemon_json_paths)
+
+
+def make_plan(args: Args, state_items: dict, desired: dict) -> Plan:
+    """Undo what is recorded but no longer desired (or desired differently), apply the rest."""
+    plan = Plan()
+    contents = {}  # path -> bytes as this plan leaves them so far
+
+    def current(path: str) -> bytes | None:
+        if path not in contents:
+            contents[path] = read_bytes(path)
+            plan.before[path] = contents[path]
+        return contents[path]
+
+    for key, record in sorted(state_items.items()):
+        spec = desired.get(key)
+        if spec is not None and _same_spec(record, spec):
+            continue
+        new, note = _undo(args, record, current(record["path"]))
+        contents[record["path"]] = new
+        if note:
+            plan.notes.append(note)
+        if record["kind"] == "daemon_json":
+            plan.daemon_json_paths.append(record["path"])
+            if record["added_mirror"]:
+                plan.mirror_check = (record["mirror"], False)
+        plan.folders_to_prune.extend(reversed(record.get("created_folders", [])))
+
+    for key, spec in sorted(desired.items()):
+        record = state_items.get(key)
+        if record is not None and not _same_spec(record, spec):
+            record = None  # undone above: start again from what the undo left
+        new, record = _apply(args, spec, current(spec["path"]), record)
+        contents[spec["path"]] = new
+        plan.records[key] = record
+        if spec["kind"] == "daemon_json":
+            plan.daemon_json_paths.append(spec["path"])
+            plan.mirror_check = (spec["mirror"], True)
+        for folder in record.get("created_folders", []):
+            if not os.path.isdir(folder) and folder not in plan.folders_to_create:
+                plan.folders_to_create.append(folder)
+
+    plan.writes = {path: data for path, data in contents.items() if data != plan.before[path]}
+    return plan
+
+
+def _same_spec(record: dict, spec: dict) -> bool:
+    if record["kind"] == "daemon_json":
+        return record["mirror"] == spec["mirror"]
+    if record["kind"] == "hosts":
+        return record.get("line") == spec["line"]
+    return True  # our own file: new content simply replaces the old
+
+
+def _apply(args: Args, spec: dict, current: bytes | None, record: dict | None) -> tuple:
+    if spec["kind"] == "daemon_json":
+        return apply_daemon_json(spec, current, record)
+    if spec["kind"] == "hosts":
+        new, record = apply_hosts(spec, current, record, args.hosts_marker)
+        record["line"] = spec["line"]
+        return new, record
+    return apply_file(spec, current, record)
+
+
+def _undo(args: Args, record: dict, current: bytes | None) -> tuple:
+    if record["kind"] == "daemon_json":
+        return undo_daemon_json(record, current)
+    if record["kind"] == "hosts":
+        return undo_hosts(record, current, args.hosts_marker)
+    return undo_file(record, current)
+
+
+def records_without_state(args: Args) -> dict:
+    """For remove when the state file is gone: take out only what is unmistakably ours."""
+    items = {}
+    for key, spec in args.desired_items().items():
+        record = {key_: value for key_, value in spec.items() if key_ not in ("content", "line")}
+        record.update({"existed": True, "original": None, "restorable": False, "written_sha256": None})
+        if spec["kind"] == "daemon_json":
+            # The mirror URL names this stack's cache: nobody else adds it.
+            record.update({"added_mirror": True, "added_key": False})
+        if spec["kind"] == "file":
+            # Only a file that still holds exactly our content is ours to delete.
+            record.update({"written_sha256": sha256(spec["content"].encode("utf-8")), "original": None})
+        items[key] = record
+    return items
+
+
+# ---------------------------------------------------------------------------------------
+# Docker daemon: validate, reload, check
+# ---------------------------------------------------------------------------------------
+
+
+def dockerd_supports_validate(dockerd: str) -> bool:
+    if not dockerd or shutil.which(dockerd) is None:
+        return False
+    try:
+        result = subprocess.run([dockerd, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return b"--validate" in result.stdout
+
+
+def validate_daemon_json(dockerd: str, path: str, data: bytes | None) -> str:
+    """`dockerd --validate` on the new bytes (Docker 23+); a note when the daemon cannot."""
+    if data is None:
+        return "validation: not needed (file removed)"
+    if not dockerd or shutil.which(dockerd) is None:
+        return "validation: skipped (no dockerd binary on this host)"
+    if not dockerd_supports_validate(dockerd):
+        return "validation: skipped (this dockerd has no --validate; it needs Docker 23 or later)"
+    folder = tempfile.mkdtemp(prefix="daemon-mirror-validate.")
+    try:
+        candidate = os.path.join(folder, "daemon.json")
+        with open(candidate, "wb") as stream:
+            stream.write(data)
+        result = subprocess.run(
+            [dockerd, "--validate", "--config-file", candidate],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if result.returncode != 0:
+        raise HostError(
+            "dockerd --validate refuses the new " + path + ", so nothing was changed: "
+            + result.stdout.decode(errors="replace").strip()
+        )
+    return "validation: dockerd --validate accepted " + path
+
+
+def dockerd_pids() -> list:
+    """Running dockerd processes: the pid file first, else pidof."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(DOCKER_PID_FILE) as stream:
+            pid = int(stream.read().strip())
+        if _process_name(pid) == "dockerd":
+            return [pid]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        result = subprocess.run(["pidof", "dockerd"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        return [int(pid) for pid in result.stdout.split()]
+    return []
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open("/proc/" + str(pid) + "/comm") as stream:
+            return stream.read().strip()
+    except OSError:
+        return ""
+
+
+def reject_mirror_flag(pids: list) -> None:
+    """dockerd refuses a config that sets registry-mirrors both as a flag and in the file."""
+    for pid in pids:
+        try:
+            with open("/proc/" + str(pid) + "/cmdline", "rb") as stream:
+                arguments = stream.read().split(b"\0")
+        except OSError:
+            continue
+        if any(argument.startswith(b"--registry-mirror") for argument in arguments):
+            raise HostError(
+                "dockerd (pid " + str(pid) + ") runs with --registry-mirror on its command line, so it "
+                "would refuse registry-mirrors in daemon.json. Nothing was changed: move those mirrors "
+                "into daemon.json and drop the flag (systemd unit or /etc/default/docker), then run again"
+            )
+
+
+def systemd_runs_docker() -> bool:
+    if not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
+        return False
+    result = subprocess.run(["systemctl", "is-active", "--quiet", "docker"], timeout=30)
+    return result.returncode == 0
+
+
+def reload_docker(mode: str) -> tuple:
+    """(what was done, whether a running dockerd was asked to reload)."""
+    if mode == "none":
+        return "reload: skipped (reload=none)", False
+    if mode.startswith("pid:"):
+        pid = int(mode[4:])
+        os.kill(pid, signal.SIGHUP)
+        return "reload: SIGHUP sent to pid " + str(pid), False
+    if systemd_runs_docker():
+        result = subprocess.run(["systemctl", "reload", "docker"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, timeout=120)
+        if result.returncode != 0:
+            raise HostError("systemctl reload docker failed: " + result.stdout.decode(errors="replace").strip())
+        return "reload: systemctl reload docker", True
+    pids = dockerd_pids()
+    if not pids:
+        return "reload: dockerd is not running; it reads the new config when it starts", False
+    for pid in pids:
+        os.kill(pid, signal.SIGHUP)
+    return "reload: SIGHUP sent to dockerd (pid " + ", ".join(str(p) for p in pids) + ")", True
+
+
+def daemon_mirrors(docker_cli: str) -> list | None:
+    """The mirrors the running daemon uses, or None when it cannot be asked."""
+    if not docker_cli or shutil.which(docker_cli) is None or not os.path.exists(DOCKER_SOCKET):
+        return None
+    # Ask the local daemon, whatever DOCKER_HOST or docker context the caller's shell has.
+    command = [docker_cli, "--host", "unix://" + DOCKER_SOCKET, "info", "--format", "{{json .RegistryConfig.Mirrors}}"]
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    try:
+        mirrors = json.loads(result.stdout.decode() or "null")
+    except ValueError:
+        return None
+    return mirrors or []
+
+
+def wait_for_daemon(docker_cli: str, mirror: str, expect_present: bool) -> bool | None:
+    """True once the daemon's mirror list agrees; False on timeout; None when it cannot be asked."""
+    deadline = time.monotonic() + VERIFY_SECONDS
+    while True:
+        mirrors = daemon_mirrors(docker_cli)
+        if mirrors is None:
+            return None
+        if any(same_mirror(m, mirror) for m in mirrors) == expect_present:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# Carrying out a plan, with rollback
+# ---------------------------------------------------------------------------------------
+
+
+class Transaction:
+    """Writes that can be undone: the bytes before each change are kept until commit."""
+
+    def __init__(self) -> None:
+        self._undo: list = []
+
+    def write(self, path: str, data: bytes | None, before: bytes | None) -> None:
+        self._undo.append(("file", path, before))
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        else:
+            write_atomically(path, data)
+
+    def make_folder(self, folder: str) -> None:
+        os.mkdir(folder, NEW_DIR_MODE)
+        self._undo.append(("folder", folder, None))
+
+    def rollback(self) -> list:
+        problems = []
+        for kind, path, before in reversed(self._undo):
+            try:
+                if kind == "folder":
+                    os.rmdir(path)
+                elif before is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                else:
+                    write_atomically(path, before)
+            except OSError as error:
+                problems.append("could not restore " + path + ": " + str(error))
+        self._undo = []
+        return problems
+
+
+def carry_out(args: Args, plan: Plan, state_before: bytes | None, new_state: bytes | None) -> dict:
+    """Write the plan (state first), reload dockerd if daemon.json changed, check, or roll back."""
+    report = {"changed": plan.changed_paths, "notes": list(plan.notes), "reload": "reload: not needed"}
+    if not plan.changed_paths and new_state == state_before:
+        return report
+    transaction = Transaction()
+    daemon_reloaded = False
+    try:
+        if new_state != state_before:
+            transaction.write(args.state_path, new_state, state_before)
+        for folder in plan.folders_to_create:
+            transaction.make_folder(folder)
+        for path in plan.changed_paths:
+            transaction.write(path, plan.writes[path], plan.before[path])
+        if plan.daemon_json_changed:
+            report["reload"], daemon_reloaded = reload_docker(args.reload)
+            check_daemon(args, plan, daemon_reloaded, report)
+    except BaseException as error:
+        problems = transaction.rollback()
+        if daemon_reloaded:
+            with contextlib.suppress(Exception):
+                reload_docker(args.reload)
+        message = _describe(error) + ". Every change of this run was rolled back"
+        if problems:
+            message += " except: " + "; ".join(problems)
+        raise HostError(message) from None
+    prune_folders(plan.folders_to_prune)
+    return report
+
+
+def check_daemon(args: Args, plan: Plan, daemon_reloaded: bool, report: dict) -> None:
+    """After a reload the running daemon must list our mirror (apply), or no longer (remove).
+
+    A daemon that did not take a new mirror fails the apply (and rolls it back); one that
+    still lists a removed mirror only earns a note: the file is right, a restart fixes it.
+    """
+    if not daemon_reloaded or plan.mirror_check is None:
+        return
+    mirror, expect_present = plan.mirror_check
+    outcome = wait_for_daemon(args.docker_cli, mirror, expect_present)
+    if outcome is None:
+        report["daemon_check"] = "not checked (no docker CLI or socket)"
+    elif outcome:
+        report["daemon_check"] = "dockerd " + ("lists " if expect_present else "no longer lists ") + mirror
+    elif expect_present:
+        raise HostError(
+            "dockerd did not take " + mirror + " as a registry mirror within " + str(int(VERIFY_SECONDS))
+            + " s after the reload (its log says why: journalctl -u docker, or dockerd's output)"
+        )
+    else:
+        report["daemon_check"] = "dockerd still lists " + mirror + " after the reload: restart it to drop it"
+        report["notes"].append(report["daemon_check"])
+
+
+def prune_folders(folders: list) -> None:
+    """Remove folders we created, deepest first, when nothing else lives in them."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, HostError):
+        return str(error)
+    if isinstance(error, PermissionError):
+        return "permission denied on " + str(error.filename) + ". " + _ROOT_HINT
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return type(error).__name__ + ": " + str(error)
+
+
+# ---------------------------------------------------------------------------------------
+# State file and lock
+# ---------------------------------------------------------------------------------------
+
+
+def load_state(args: Args) -> tuple:
+    """(raw bytes, items) of this stack's record on the host."""
+    raw = read_bytes(args.state_path)
+    if raw is None:
+        return None, None
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise HostError(
+            args.state_path + " is damaged (not JSON): restore it from a backup, or delete it to let "
+            "remove take out only what is unmistakably ours"
+        ) from None
+    if state.get("version") != STATE_VERSION:
+        raise HostError(args.state_path + " was written by another version of this script")
+    return raw, state.get("items", {})
+
+
+def render_state(args: Args, items: dict) -> bytes | None:
+    if not items:
+        return None
+    state = {"version": STATE_VERSION, "id": args.id, "items": items,
+             "note": "Written by registry-stack's DaemonMirror: what it changed on this host and the "
+                     "original bytes it restores on removal. Do not edit."}
+    return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+@contextlib.contextmanager
+def host_lock(args: Args, create: bool):
+    """One DaemonMirror run at a time on this host (several stacks may share daemon.json)."""
+    if not os.path.isdir(args.state_dir):
+        if not create:
+            yield
+            return
+        try:
+            os.makedirs(args.state_dir, NEW_DIR_MODE, exist_ok=True)
+        except PermissionError:
+            raise HostError("cannot create " + args.state_dir + ": permission denied. " + _ROOT_HINT) from None
+    import fcntl
+
+    try:
+        descriptor = os.open(args.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    except PermissionError:
+        raise HostError("cannot open " + args.lock_path + ": permission denied. " + _ROOT_HINT) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def drop_empty_state_dir(args: Args) -> None:
+    """After the last removal, leave no trace: the lock file and the folder go too."""
+    with contextlib.suppress(OSError):
+        if [name for name in os.listdir(args.state_dir) if name != "daemon-mirror.lock"]:
+            return
+        os.unlink(args.lock_path)
+        os.rmdir(args.state_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
+
+
+def run(action: str, args: Args) -> dict:
+    with host_lock(args, create=action == "apply"):
+        state_raw, state_items = load_state(args)
+        if action == "apply":
+            desired = args.desired_items()
+        else:
+            desired = {}
+            if state_items is None:
+                state_items = records_without_state(args)
+        plan = make_plan(args, state_items or {}, desired)
+        if args.daemon_json and action == "apply":
+            new = plan.writes.get(args.daemon_json["path"], plan.before.get(args.daemon_json["path"]))
+            if args.daemon_json["path"] in plan.changed_paths:
+                if args.reload == "auto":
+                    reject_mirror_flag(dockerd_pids())
+                plan.notes.append(validate_daemon_json(args.dockerd, args.daemon_json["path"], new))
+        new_state = render_state(args, plan.records)
+        report = carry_out(args, plan, state_raw, new_state)
+    if action == "remove":
+        drop_empty_state_dir(args)
+    report.update({"action": action, "id": args.id, "configured": _configured(plan)})
+    return report
+
+
+def _configured(plan: Plan) -> dict:
+    configured = {"registry_mirror": None, "files": [], "etc_hosts_line": None}
+    for record in plan.records.values():
+        if record["kind"] == "daemon_json":
+            configured["registry_mirror"] = record["mirror"]
+        elif record["kind"] == "file":
+            configured["files"].append(record["path"])
+        else:
+            configured["etc_hosts_line"] = record.get("line")
+    return configured
+
+
+def main(argv: list) -> int:
+    if len(argv) != 3 or argv[1] not in ("apply", "remove"):
+        sys.stderr.write("usage: python3 - apply|remove '<json args>'\n")
+        return 2
+    try:
+        raw = json.loads(argv[2])
+    except ValueError as error:
+        sys.stderr.write("daemon-mirror: the args are not valid JSON: " + str(error) + "\n")
+        return 2
+    try:
+        report = run(argv[1], Args(raw))
+    except HostError as error:
+        sys.stderr.write("daemon-mirror " + argv[1] + " failed: " + str(error) + "\n")
+        return 1
+    for note in report["notes"] + [report["reload"]]:
+        sys.stderr.write("daemon-mirror: " + note + "\n")
+    sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
