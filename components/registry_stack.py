@@ -37,6 +37,7 @@ class RegistryStack(pulumi.ComponentResource):
         self._settings = settings
         self._child = pulumi.ResourceOptions(parent=self)
         self.containers: dict[str, docker.Container] = {}
+        self._volumes: dict[str, docker.ContainerVolumeArgs] = {}
         self.tls: Tls | None = None
 
         if not settings.any_registry:
@@ -71,6 +72,11 @@ class RegistryStack(pulumi.ComponentResource):
             self.containers["build"] = self._registry("build", registry_image, network)
         if settings.enable_cache:
             self.containers["cache"] = self._registry("cache", registry_image, network)
+            # Serves what the cache holds, read-only, while the cache itself cannot start
+            # (distribution 2.8 in proxy mode exits when its upstream is unreachable).
+            self.containers["cache-standby"] = self._registry(
+                "cache-standby", registry_image, network, data_of="cache"
+            )
         self.tls = Tls(f"{self._name}-tls", settings, opts=self._child)
         self.containers["front"] = self._front(network)
 
@@ -92,7 +98,12 @@ class RegistryStack(pulumi.ComponentResource):
         return docker.RemoteImage(f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=self._child)
 
     def _data_volume(self, role: str) -> docker.ContainerVolumeArgs:
-        """Named volume by default, or `<dataPath>/<role>_data` on the host."""
+        """Named volume by default, or `<dataPath>/<role>_data` on the host; one per role."""
+        if role not in self._volumes:
+            self._volumes[role] = self._new_data_volume(role)
+        return self._volumes[role]
+
+    def _new_data_volume(self, role: str) -> docker.ContainerVolumeArgs:
         settings = self._settings
         container_path = renderers.FRONT_DATA_DIR if role == "front" else renderers.REGISTRY_DATA_DIR
         if settings.data_path:
@@ -111,7 +122,9 @@ class RegistryStack(pulumi.ComponentResource):
 
     # -- containers -----------------------------------------------------------------------
 
-    def _registry(self, role: str, image: docker.RemoteImage, network: pulumi.Input[str]) -> docker.Container:
+    def _registry(
+        self, role: str, image: docker.RemoteImage, network: pulumi.Input[str], data_of: str = ""
+    ) -> docker.Container:
         settings = self._settings
         major = settings.registry_major_version
         config = self._registry_config(role, major)
@@ -121,7 +134,7 @@ class RegistryStack(pulumi.ComponentResource):
             network=network,
             aliases=[f"{settings.prefix}-{role}"],
             uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
-            volumes=[self._data_volume(role)],
+            volumes=[self._data_volume(data_of or role)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
         )
 
@@ -129,6 +142,8 @@ class RegistryStack(pulumi.ComponentResource):
         upstream = self._settings.upstream
         if role == "build":
             return renderers.registry_config("build", major)
+        if role == "cache-standby":
+            return renderers.registry_config("standby", major)
         if upstream.password is None:
             return renderers.registry_config("cache", major, upstream.url)
         return _secret(upstream.password).apply(

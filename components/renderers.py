@@ -55,11 +55,15 @@ def registry_config(
     upstream_url: str = "",
     credentials: ProxyCredentials | None = None,
 ) -> str:
-    """config.yml for the build (push) or cache (proxy) registry.
+    """config.yml for the build (push), cache (proxy) or standby registry.
+
+    The standby is a read-only, non-proxy registry on the cache's storage: it serves what
+    the cache holds while the cache cannot run (distribution 2.8 in proxy mode refuses to
+    start when its upstream is unreachable, upstream issue 4038).
 
     Rendered as JSON, which is valid YAML: deterministic and free of YAML quoting traps.
     """
-    if role not in ("build", "cache"):
+    if role not in ("build", "cache", "standby"):
         raise ValueError(f"unknown registry role {role!r}")
     config: dict[str, Any] = {
         "version": 0.1,
@@ -83,6 +87,8 @@ def registry_config(
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
+    if role == "standby":
+        config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
     if role == "cache":
         if not upstream_url:
             raise ValueError("a cache registry needs an upstream URL")
@@ -134,14 +140,29 @@ def registry_error(
     return {"handler": "static_response", "status_code": status, "headers": headers, "body": body}
 
 
-def _reverse_proxy(dial: str) -> dict[str, Any]:
-    return {
+def _reverse_proxy(dial: str, standby: str = "") -> dict[str, Any]:
+    proxy: dict[str, Any] = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": dial}],
         # Stream blobs as they arrive instead of buffering: large layers, no size limit.
         "flush_interval": -1,
         "transport": {"protocol": "http", "dial_timeout": "10s"},
     }
+    if standby:
+        # Always the first upstream while it answers; the standby only when it does not
+        # (a crash-looping cache has no DNS entry, so the dial fails fast).
+        proxy["upstreams"].append({"dial": standby})
+        proxy["load_balancing"] = {
+            "selection_policy": {"policy": "first"},
+            "try_duration": "5s",
+            "try_interval": "250ms",
+        }
+        proxy["health_checks"] = {
+            "active": {"uri": "/v2/", "interval": "5s", "timeout": "2s"},
+            "passive": {"fail_duration": "10s", "max_fails": 1},
+        }
+        proxy["transport"]["dial_timeout"] = "2s"
+    return proxy
 
 
 def _host_route(hostname: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -184,7 +205,8 @@ def _cache_routes(settings: Settings) -> list[dict[str, Any]]:
         "handle": [registry_error(405, "UNSUPPORTED", push_hint)],
     })
     # Reads are anonymous: a Docker daemon never sends credentials to its mirror.
-    routes.append({"handle": [_reverse_proxy(f"{settings.prefix}-cache:{REGISTRY_PORT}")]})
+    cache, standby = (f"{settings.prefix}-{role}:{REGISTRY_PORT}" for role in ("cache", "cache-standby"))
+    routes.append({"handle": [_reverse_proxy(cache, standby)]})
     return routes
 
 
@@ -222,9 +244,25 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
     if settings.tls.is_acme:
         config["apps"]["http"]["http_port"] = 80
         config["apps"]["http"]["https_port"] = 443
+        # Caddy still obtains and renews the certificates; only its redirect is replaced.
+        server["automatic_https"] = {"disable_redirects": True}
+        config["apps"]["http"]["servers"]["http_redirect"] = _redirect_to_https_server(settings)
     else:
         server["automatic_https"] = {"disable": True}
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def _redirect_to_https_server(settings: Settings) -> dict[str, Any]:
+    """Plain HTTP on port 80 (ACME modes): HTTP-01 challenges, and a redirect for the rest.
+
+    Caddy answers ACME HTTP-01 challenges on every server before any route runs, so this
+    server needs no route for them. Caddy's automatic redirect would name the container's
+    port (443) and send clients to the wrong place whenever the front publishes HTTPS on
+    another host port (httpsPort); this one names the published port.
+    """
+    location = settings.url_for("{http.request.host}") + "{http.request.uri}"
+    redirect = {"handler": "static_response", "status_code": 308, "headers": {"Location": [location]}}
+    return {"listen": [":80"], "routes": [{"handle": [redirect]}]}
 
 
 def _tls_app(settings: Settings) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def skeleton(
     docker_client: docker.DockerClient, local_images: dict[str, str]
 ) -> Iterator[tuple[RealizedStack, StandinUpstream]]:
     """The dev stack (build + cache + front, self-signed TLS) with a stand-in Docker Hub."""
-    with realized_stack(docker_client, stack="e2e") as (stack, upstream):
+    # E2E_STACK lets two suites share one engine (each realizes its own stack).
+    with realized_stack(docker_client, stack=os.environ.get("E2E_STACK", "e2e")) as (stack, upstream):
         assert upstream is not None
         yield stack, upstream
 
