@@ -3,11 +3,13 @@
 import pulumi
 
 from components import renderers
+from components.daemon_mirror import daemon_mirrors_for
 from components.registry_stack import RegistryStack
 from components.settings import load_settings, read_pulumi_config
 
 settings = load_settings(*read_pulumi_config())
 stack = RegistryStack("registry", settings)
+mirrors = daemon_mirrors_for(stack, settings)
 
 pulumi.export("buildUrl", stack.build_url)
 pulumi.export("cacheUrl", stack.cache_url)
@@ -16,3 +18,4 @@ pulumi.export("hostnames", list(settings.hostnames))
 pulumi.export("hostsLine", renderers.hosts_line(settings))
 pulumi.export("daemonJson", renderers.daemon_json_snippet(settings))
 pulumi.export("dockerLogin", renderers.docker_login_command(settings))
+pulumi.export("daemonMirrors", {m.host: {"configured": m.configured, "report": m.report} for m in mirrors})
