@@ -1,0 +1,503 @@
+"""components.renderers, called directly (no Pulumi).
+
+The Caddy config is checked by walking its JSON and by a small simulator of Caddy's route
+semantics (matchers OR'ed per list, AND'ed per set; handlers chain until a responder;
+`terminal` stops evaluation), so the tests assert what a request would get.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+from typing import Any
+
+import bcrypt
+import pytest
+import yaml
+
+from components import renderers
+from components.settings import load_settings
+
+USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
+PASSWORDS = dict(entry.split(":", 1) for entry in USERS)
+SEED = "5eed0001c0ffee42a1b2c3d4e5f60718"
+OTHER_SEED = "5eed0002c0ffee42a1b2c3d4e5f60718"
+FAST_COST = 4  # bcrypt's minimum cost: same algorithm, fast tests
+ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBroot\n-----END CERTIFICATE-----\n"
+WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
+
+
+def make(stack: str = "dev", **values: Any):
+    raw = {"users": json.dumps(USERS)}
+    for key, value in values.items():
+        raw[key] = json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(
+            value, bool) else str(value)
+    return load_settings(raw, {"users", "upstreamPassword"}, stack)
+
+
+def hashed(settings) -> list[tuple[str, str]]:
+    return [(name, renderers.bcrypt_hash(pw.reveal(), SEED, name, cost=FAST_COST)) for name, pw in settings.users]
+
+
+def front(settings) -> dict:
+    text = renderers.front_config(settings, hashed(settings) if settings.enable_build else [])
+    return json.loads(text)
+
+
+def servers(config: dict) -> list[dict]:
+    return list(config["apps"]["http"]["servers"].values())
+
+
+def server(config: dict) -> dict:
+    """The TLS server that serves the registry hostnames."""
+    tls_servers = [s for s in servers(config) if ":443" in s["listen"]]
+    assert len(tls_servers) == 1, "one TLS listener serves every hostname"
+    return tls_servers[0]
+
+
+def dial_of(settings, role: str) -> str:
+    return f"{settings.prefix}-{role}:{renderers.REGISTRY_PORT}"
+
+
+SWITCHES = [(True, True), (True, False), (False, True)]
+ACME = {"tlsMode": "letsencrypt-staging", "acmeEmail": "ops@example.com"}
+
+
+# ---------------------------------------------------------------------------------------
+# Caddy route simulator
+# ---------------------------------------------------------------------------------------
+
+RESPONDERS = ("static_response", "reverse_proxy")
+
+
+def _matcher(name: str, arg: Any, request: dict) -> bool:
+    if name == "host":
+        return request["host"] in arg
+    if name == "method":
+        return request["method"] in arg
+    if name == "remote_ip":
+        address = ipaddress.ip_address(request["ip"])
+        return any(address in ipaddress.ip_network(r, strict=False) for r in arg["ranges"])
+    if name == "not":  # MatchNot: true when none of its matcher sets matches
+        return not any(_matcher_set(s, request) for s in arg)
+    raise AssertionError(f"the simulator does not know the {name!r} matcher")
+
+
+def _matcher_set(matcher_set: dict, request: dict) -> bool:
+    return all(_matcher(name, arg, request) for name, arg in matcher_set.items())
+
+
+def _matches(route: dict, request: dict) -> bool:
+    sets = route.get("match")
+    return not sets or any(_matcher_set(s, request) for s in sets)
+
+
+def _run(routes: list[dict], request: dict) -> tuple[list[dict], bool]:
+    chain: list[dict] = []
+    for route in routes:
+        if not _matches(route, request):
+            continue
+        for handler in route["handle"]:
+            if handler["handler"] == "subroute":
+                sub, done = _run(handler["routes"], request)
+                chain += sub
+                if done:
+                    return chain, True
+            else:
+                chain.append(handler)
+                if handler["handler"] in RESPONDERS:
+                    return chain, True
+        if route.get("terminal"):
+            return chain, True
+    return chain, False
+
+
+def serve(config: dict, host: str, method: str = "GET", ip: str = "10.1.2.3") -> list[dict]:
+    """The handlers a request runs through, ending with the one that answers it."""
+    chain, done = _run(server(config)["routes"], {"host": host, "method": method, "ip": ip})
+    assert done and chain[-1]["handler"] in RESPONDERS, f"{method} {host} gets no answer: {chain}"
+    return chain
+
+
+def error_of(handler: dict) -> tuple[int, str]:
+    assert handler["handler"] == "static_response"
+    body = json.loads(handler["body"])
+    return handler["status_code"], body["errors"][0]["code"]
+
+
+def dials(config: dict) -> list[str]:
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("handler") == "reverse_proxy":
+                found.extend(u["dial"] for u in node["upstreams"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Registry config
+# ---------------------------------------------------------------------------------------
+
+
+def test_registry_config_path_per_major_version():
+    # registry-facts.md: v3 reads /etc/distribution/config.yml, 2.x /etc/docker/registry/config.yml
+    assert renderers.registry_config_path(2) == "/etc/docker/registry/config.yml"
+    assert renderers.registry_config_path(3) == "/etc/distribution/config.yml"
+    assert renderers.registry_config_path(4) == renderers.registry_config_path(3)
+
+
+@pytest.mark.parametrize("major", [2, 3])
+def test_build_registry_config_has_no_proxy(major):
+    text = renderers.registry_config("build", major)
+    config = json.loads(text)
+    assert "proxy" not in config
+    assert yaml.safe_load(text) == config  # JSON is valid YAML: the registry reads the same thing
+    assert config["storage"]["filesystem"]["rootdirectory"] == renderers.REGISTRY_DATA_DIR
+    assert config["http"]["addr"] == f":{renderers.REGISTRY_PORT}"
+    assert config["storage"]["delete"]["enabled"] is True
+
+
+def test_cache_registry_config_proxies_the_upstream_anonymously():
+    text = renderers.registry_config("cache", 2, "https://registry-1.docker.io")
+    config = json.loads(text)
+    assert config["proxy"] == {"remoteurl": "https://registry-1.docker.io"}
+    assert yaml.safe_load(text) == config
+    assert "password" not in text and "username" not in text
+
+
+def test_cache_registry_config_carries_credentials_only_when_given():
+    creds = renderers.ProxyCredentials("robot", "tok-XYZZY-4242")
+    config = json.loads(renderers.registry_config("cache", 3, "https://ghcr.io", creds))
+    assert config["proxy"] == {"remoteurl": "https://ghcr.io", "username": "robot", "password": "tok-XYZZY-4242"}
+
+
+@pytest.mark.parametrize("major", [2, 3])
+def test_standby_registry_config_is_read_only_and_not_a_proxy(major):
+    text = renderers.registry_config("standby", major)
+    config = json.loads(text)
+    assert yaml.safe_load(text) == config
+    assert "proxy" not in config  # it must start while the upstream is unreachable
+    assert config["storage"]["maintenance"]["readonly"]["enabled"] is True
+    cache = json.loads(renderers.registry_config("cache", major, "https://registry-1.docker.io"))
+    # Same storage as the cache, which it stands in for.
+    assert config["storage"]["filesystem"] == cache["storage"]["filesystem"]
+    assert "maintenance" not in cache["storage"]
+    assert "maintenance" not in json.loads(renderers.registry_config("build", major))["storage"]
+
+
+def test_registry_config_is_deterministic_and_role_specific():
+    creds = renderers.ProxyCredentials("robot", "tok")
+    first = renderers.registry_config("cache", 2, "https://ghcr.io", creds)
+    assert first == renderers.registry_config("cache", 2, "https://ghcr.io", creds)
+    assert first.endswith("\n")
+    build = json.loads(renderers.registry_config("build", 2))
+    cache = json.loads(first)
+    assert build["log"]["fields"]["service"] != cache["log"]["fields"]["service"]
+
+
+def test_registry_config_rejects_bad_roles_and_cache_without_upstream():
+    with pytest.raises(ValueError, match="role"):
+        renderers.registry_config("mirror", 2)
+    with pytest.raises(ValueError, match="upstream"):
+        renderers.registry_config("cache", 2)
+
+
+# ---------------------------------------------------------------------------------------
+# bcrypt
+# ---------------------------------------------------------------------------------------
+
+
+def test_bcrypt_hash_verifies_and_uses_the_configured_cost():
+    digest = renderers.bcrypt_hash("correct-horse-1", SEED, "alice")
+    assert digest.startswith(f"$2b${renderers.BCRYPT_COST:02d}$")
+    assert renderers.BCRYPT_COST >= 10
+    assert bcrypt.checkpw(b"correct-horse-1", digest.encode())
+    assert not bcrypt.checkpw(b"correct-horse-2", digest.encode())
+
+
+def test_bcrypt_hash_is_stable_for_seed_and_user():
+    first = renderers.bcrypt_hash("correct-horse-1", SEED, "alice", cost=FAST_COST)
+    assert first == renderers.bcrypt_hash("correct-horse-1", SEED, "alice", cost=FAST_COST)
+
+
+def test_bcrypt_hash_differs_across_seeds_and_users():
+    base = renderers.bcrypt_hash("same-password", SEED, "alice", cost=FAST_COST)
+    other_seed = renderers.bcrypt_hash("same-password", OTHER_SEED, "alice", cost=FAST_COST)
+    other_user = renderers.bcrypt_hash("same-password", SEED, "bob", cost=FAST_COST)
+    assert len({base, other_seed, other_user}) == 3
+    for digest in (base, other_seed, other_user):
+        assert bcrypt.checkpw(b"same-password", digest.encode())
+
+
+@pytest.mark.parametrize("user", ["alice", "bob", "ci", "x" * 64])
+def test_bcrypt_salts_are_canonical(user):
+    # bcrypt rejects or rewrites a salt whose last character carries stray bits; the salt we
+    # derive must come back unchanged in the hash.
+    salt = renderers.bcrypt_salt(SEED, user, cost=FAST_COST)
+    digest = bcrypt.hashpw(b"pw-12345678", salt)
+    assert digest[:29] == salt
+
+
+# ---------------------------------------------------------------------------------------
+# Front (Caddy) config
+# ---------------------------------------------------------------------------------------
+
+
+def test_front_config_is_json_and_deterministic():
+    settings = make()
+    users = hashed(settings)
+    text = renderers.front_config(settings, users)
+    assert text == renderers.front_config(settings, users)
+    assert json.loads(text)["admin"]["listen"] == renderers.FRONT_ADMIN
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", *WRITE_METHODS])
+def test_build_host_authenticates_every_request(method):
+    settings = make()
+    config = front(settings)
+    chain = serve(config, settings.build_hostname, method)
+    names = [h["handler"] for h in chain]
+    assert names == ["authentication", "reverse_proxy"]
+    assert chain[-1]["upstreams"] == [{"dial": dial_of(settings, "build")}]
+
+
+def test_no_route_reaches_the_build_registry_without_authentication():
+    """Structural walk: every reverse_proxy to the build registry comes after authentication."""
+    settings = make(cacheClientNetworks=["10.0.0.0/8"])
+    config = front(settings)
+    build_dial = f"{settings.prefix}-build:{renderers.REGISTRY_PORT}"
+    seen = []
+
+    def walk(routes: list[dict], authenticated: bool) -> None:
+        for route in routes:
+            local = authenticated
+            for handler in route["handle"]:
+                if handler["handler"] == "authentication":
+                    local = True
+                elif handler["handler"] == "subroute":
+                    walk(handler["routes"], local)
+                elif handler["handler"] == "reverse_proxy":
+                    dial = [u["dial"] for u in handler["upstreams"]]
+                    if build_dial in dial:
+                        seen.append(dial)
+                        assert local, f"route reaches {build_dial} without authentication: {route}"
+            if local and not route.get("match") and not route.get("terminal"):
+                authenticated = True  # an unconditional auth route covers the routes after it
+
+    walk(server(config)["routes"], False)
+    assert seen, "the build registry must be reachable (after authentication)"
+
+
+def test_build_accounts_hold_the_base64_bcrypt_hashes():
+    settings = make()
+    users = hashed(settings)
+    config = front(settings)
+    auth = serve(config, settings.build_hostname)[0]
+    basic = auth["providers"]["http_basic"]
+    assert basic["hash"] == {"algorithm": "bcrypt"}
+    accounts = {a["username"]: base64.b64decode(a["password"]) for a in basic["accounts"]}
+    assert accounts == {name: digest.encode() for name, digest in users}
+    for name, digest in accounts.items():
+        assert bcrypt.checkpw(PASSWORDS[name].encode(), digest)
+    assert "correct-horse-1" not in json.dumps(config)
+
+
+@pytest.mark.parametrize("networks", [[], ["10.0.0.0/8", "192.168.7.0/24"]])
+@pytest.mark.parametrize("method", WRITE_METHODS)
+def test_cache_host_refuses_writes_like_a_registry(method, networks):
+    settings = make(cacheClientNetworks=networks)
+    config = front(settings)
+    answer = serve(config, settings.cache_hostname, method, ip="10.9.9.9")[-1]
+    assert error_of(answer) == (405, "UNSUPPORTED")
+    assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+    assert answer["headers"]["Content-Type"][0].startswith("application/json")
+    # The hint names where to push instead.
+    assert settings.build_hostname in json.loads(answer["body"])["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_cache_host_reads_are_anonymous(method):
+    settings = make()
+    config = front(settings)
+    chain = serve(config, settings.cache_hostname, method, ip="203.0.113.7")
+    assert [h["handler"] for h in chain] == ["reverse_proxy"]  # no authentication: dockerd sends none
+    proxy = chain[-1]
+    # The cache whenever it answers; its read-only standby only when it does not.
+    assert [u["dial"] for u in proxy["upstreams"]] == [dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
+    assert proxy["load_balancing"]["selection_policy"]["policy"] == "first"
+    assert proxy["flush_interval"] == -1  # blobs stream through unbuffered
+    assert "remote_ip" not in json.dumps(config)
+
+
+def test_cache_client_networks_limit_reads():
+    settings = make(cacheClientNetworks=["10.0.0.0/8", "192.168.7.0/24"])
+    config = front(settings)
+    for ip in ("10.1.2.3", "192.168.7.200"):
+        assert serve(config, settings.cache_hostname, "GET", ip)[-1]["handler"] == "reverse_proxy"
+    for ip in ("192.168.8.1", "203.0.113.7", "11.0.0.1"):
+        answer = serve(config, settings.cache_hostname, "GET", ip)[-1]
+        assert error_of(answer) == (403, "DENIED")
+        assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+    # The limit is for the cache only: the build host still answers (with authentication).
+    assert serve(config, settings.build_hostname, "GET", "203.0.113.7")[0]["handler"] == "authentication"
+
+
+def test_cache_only_push_hint_does_not_name_a_build_host():
+    settings = make(enableBuild=False)
+    answer = serve(front(settings), settings.cache_hostname, "PUT")[-1]
+    assert error_of(answer) == (405, "UNSUPPORTED")
+    assert "docker-build" not in answer["body"]
+
+
+def test_unauthorized_error_route_challenges_like_a_registry():
+    settings = make()
+    config = front(settings)
+    realm = serve(config, settings.build_hostname)[0]["providers"]["http_basic"]["realm"]
+    routes = server(config)["errors"]["routes"]
+    unauthorized = [r for r in routes if "401" in json.dumps(r.get("match", ""))]
+    assert len(unauthorized) == 1
+    answer = unauthorized[0]["handle"][-1]
+    assert error_of(answer) == (401, "UNAUTHORIZED")
+    assert answer["headers"]["WWW-Authenticate"] == [f'Basic realm="{realm}"']
+    assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+
+
+def test_unknown_hosts_get_a_registry_404():
+    settings = make()
+    config = front(settings)
+    answer = serve(config, "docker-other.dev.internal.network")[-1]
+    assert error_of(answer) == (404, "NAME_UNKNOWN")
+    assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+
+
+@pytest.mark.parametrize(("build", "cache"), SWITCHES)
+@pytest.mark.parametrize("tls", [{}, ACME])
+def test_only_enabled_hostnames_get_routes(build, cache, tls):
+    settings = make(enableBuild=build, enableCache=cache, **tls)
+    config = front(settings)
+    routed = [host for route in server(config)["routes"] for m in route.get("match", []) for host in m.get("host", [])]
+    assert routed == list(settings.hostnames)
+    expected_dials = []
+    if build:
+        expected_dials.append(dial_of(settings, "build"))
+    if cache:
+        expected_dials += [dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
+    assert dials(config) == expected_dials
+    for disabled in {settings.build_hostname, settings.cache_hostname} - set(settings.hostnames):
+        assert error_of(serve(config, disabled)[-1]) == (404, "NAME_UNKNOWN")
+
+
+def test_self_signed_mode_loads_the_certificate_files():
+    settings = make()
+    config = front(settings)
+    srv = server(config)
+    assert len(servers(config)) == 1  # nothing listens on port 80
+    assert srv["listen"] == [":443"]
+    assert srv["automatic_https"] == {"disable": True}
+    tls_app = config["apps"]["tls"]
+    assert tls_app["certificates"]["load_files"] == [
+        {"certificate": renderers.FRONT_CERT_PATH, "key": renderers.FRONT_KEY_PATH}
+    ]
+    assert "automation" not in tls_app
+    assert "acme" not in json.dumps(config)
+
+
+@pytest.mark.parametrize(
+    ("values", "directory"),
+    [
+        ({"tlsMode": "letsencrypt-staging"}, "https://acme-staging-v02.api.letsencrypt.org/directory"),
+        ({"tlsMode": "letsencrypt"}, "https://acme-v02.api.letsencrypt.org/directory"),
+        ({"tlsMode": "letsencrypt", "acmeDirectoryUrl": "https://pebble:14000/dir"}, "https://pebble:14000/dir"),
+    ],
+)
+def test_acme_mode_uses_an_acme_issuer(values, directory):
+    settings = make(acmeEmail="ops@example.com", **values)
+    config = front(settings)
+    srv = server(config)
+    # Caddy obtains and renews the certificates itself: automatic HTTPS stays on.
+    assert not srv.get("automatic_https", {}).get("disable")
+    assert config["apps"]["http"]["http_port"] == 80
+    assert config["apps"]["http"]["https_port"] == 443
+    assert srv["listen"] == [f":{config['apps']['http']['https_port']}"]
+    tls_app = config["apps"]["tls"]
+    assert "certificates" not in tls_app
+    (policy,) = tls_app["automation"]["policies"]
+    assert policy["subjects"] == list(settings.hostnames)
+    (issuer,) = policy["issuers"]
+    assert issuer["module"] == "acme"
+    assert issuer["ca"] == directory
+    assert issuer["email"] == "ops@example.com"
+    assert "trusted_roots_pem_files" not in issuer
+    assert config["storage"]["root"].startswith(renderers.FRONT_DATA_DIR + "/")  # ACME state persists
+
+
+@pytest.mark.parametrize(("https_port", "shown_port"), [(443, ""), (8443, ":8443")])
+def test_acme_http_server_redirects_to_the_published_https_port(https_port, shown_port):
+    settings = make(httpsPort=https_port, **ACME)
+    config = front(settings)
+    http_port = config["apps"]["http"]["http_port"]
+    (plain,) = [s for s in servers(config) if s is not server(config)]
+    assert plain["listen"] == [f":{http_port}"]
+    chain, done = _run(plain["routes"], {"host": settings.build_hostname, "method": "GET", "ip": "10.1.2.3"})
+    assert done
+    (redirect,) = chain
+    assert redirect["handler"] == "static_response"
+    assert redirect["status_code"] in (301, 302, 307, 308)
+    (location,) = redirect["headers"]["Location"]
+    assert location == f"https://{{http.request.host}}{shown_port}{{http.request.uri}}"
+
+
+def test_acme_trusted_root_only_when_set():
+    settings = make(tlsMode="letsencrypt", acmeEmail="ops@example.com",
+                    acmeDirectoryUrl="https://pebble:14000/dir", acmeTrustedRootPem=ROOT_PEM)
+    (issuer,) = front(settings)["apps"]["tls"]["automation"]["policies"][0]["issuers"]
+    assert issuer["trusted_roots_pem_files"] == [renderers.FRONT_ACME_ROOT_PATH]
+
+
+def test_registry_error_shape():
+    answer = renderers.registry_error(418, "TEAPOT", "short and stout", {"X-Extra": ["1"]})
+    assert error_of(answer) == (418, "TEAPOT")
+    assert json.loads(answer["body"])["errors"][0]["message"] == "short and stout"
+    assert answer["headers"]["X-Extra"] == ["1"]
+    assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+
+
+# ---------------------------------------------------------------------------------------
+# Host-side snippets
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("build", "cache"), [*SWITCHES, (False, False)])
+def test_host_snippets_for_each_switch_combination(build, cache):
+    settings = make(enableBuild=build, enableCache=cache)
+    daemon = json.loads(renderers.daemon_json_snippet(settings))
+    if cache:
+        assert daemon == {"registry-mirrors": ["https://docker-cache.dev.internal.network"]}
+    else:
+        assert daemon == {}  # nothing to merge into daemon.json
+    hosts = renderers.hosts_line(settings)
+    names = [n for n, on in (("docker-build.dev.internal.network", build),
+                             ("docker-cache.dev.internal.network", cache)) if on]
+    assert hosts == (f"127.0.0.1 {' '.join(names)}" if names else "")
+    login = renderers.docker_login_command(settings)
+    # alice sorts first among the users; her name, never a password, is in the command.
+    assert login == ("docker login docker-build.dev.internal.network -u alice" if build else "")
+    assert "correct-horse" not in login
+
+
+def test_host_snippets_carry_a_non_default_port_and_host_address():
+    settings = make(httpsPort=8443, hostAddress="192.0.2.10", domain="corp.example.com")
+    assert json.loads(renderers.daemon_json_snippet(settings)) == {
+        "registry-mirrors": ["https://docker-cache.corp.example.com:8443"]
+    }
+    assert renderers.hosts_line(settings) == "192.0.2.10 docker-build.corp.example.com docker-cache.corp.example.com"
+    assert renderers.docker_login_command(settings) == "docker login docker-build.corp.example.com:8443 -u alice"
