@@ -55,7 +55,7 @@ class Host:
 
     def args(self, *, mirror: str = MIRROR, ca: str | None = CA, containerd: bool = False,
              etc_hosts: bool = False, docker: bool = True, reload: str = "none", stack_id: str = "registry-stack-dev",
-             dockerd: str = "") -> dict[str, Any]:
+             dockerd: str = "", settle_seconds: float = 1.0) -> dict[str, Any]:
         files = []
         if docker and ca:
             files.append({"path": str(self.ca_path), "content": ca})
@@ -68,6 +68,7 @@ class Host:
             "reload": reload,
             "dockerd": dockerd,
             "docker_cli": "",
+            "settle_seconds": settle_seconds,
             "daemon_json": {"path": str(self.daemon_json), "mirror": mirror} if docker else None,
             "files": files,
             "etc_hosts": {"path": str(self.etc_hosts), "line": HOSTS_LINE} if etc_hosts else None,
@@ -102,12 +103,18 @@ def host(tmp_path: Path) -> Host:
 
 
 @pytest.fixture
-def sighup_counter(tmp_path: Path) -> Iterator[tuple[int, Any]]:
-    """A stand-in dockerd: a process that counts the SIGHUPs it receives."""
+def sighup_counter(tmp_path: Path, host: Host) -> Iterator[tuple[int, Any]]:
+    """A stand-in dockerd: counts the SIGHUPs it receives and notes the daemon.json it would read."""
     log = tmp_path / "sighups"
     code = (
-        "import signal, sys, time\n"
-        f"signal.signal(signal.SIGHUP, lambda *_: open({str(log)!r}, 'a').write('HUP\\n'))\n"
+        "import json, signal, sys, time\n"
+        "def reload(*_):\n"
+        "    try:\n"
+        f"        seen = open({str(host.daemon_json)!r}).read()\n"
+        "    except FileNotFoundError:\n"
+        "        seen = None\n"
+        f"    open({str(log)!r}, 'a').write(json.dumps(seen) + '\\n')\n"
+        "signal.signal(signal.SIGHUP, reload)\n"
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )
@@ -123,6 +130,7 @@ def sighup_counter(tmp_path: Path) -> Iterator[tuple[int, Any]]:
                 return seen
             time.sleep(0.05)
 
+    count.seen = lambda: [json.loads(line) for line in log.read_text().splitlines()]  # type: ignore[attr-defined]
     yield process.pid, count
     process.kill()
     process.wait()
@@ -221,6 +229,24 @@ def test_remove_restores_the_original_bytes_exactly(host: Host, sighup_counter: 
     assert host.snapshot() == before
     assert sighups(expected=2) == 2, "removal reloads dockerd too"
     assert not host.state_dir.exists(), "no record left behind"
+
+
+@pytest.mark.parametrize("original", [None, '{"debug": true}'])
+def test_removal_reloads_a_config_that_still_sets_the_mirrors(
+    host: Host, sighup_counter: Any, original: str | None
+) -> None:
+    """dockerd's reload leaves the mirrors alone unless the file sets registry-mirrors."""
+    pid, sighups = sighup_counter
+    if original is not None:
+        write_json(host.daemon_json, original)
+    ok("apply", host.args(reload=f"pid:{pid}", ca=None))
+    ok("remove", host.args(reload=f"pid:{pid}", ca=None))
+    assert sighups(expected=2) == 2
+    read_at_reload = json.loads(sighups.seen()[1])
+    assert read_at_reload["registry-mirrors"] == []
+    assert read_at_reload == {**json.loads(original or "{}"), "registry-mirrors": []}
+    # ...and only then the original bytes (or no file) come back.
+    assert (host.daemon_json.read_text() if host.daemon_json.exists() else None) == original
 
 
 def test_remove_after_a_foreign_edit_keeps_the_edit(host: Host) -> None:

@@ -19,13 +19,16 @@ manage; every path is a parameter, so the tests run this script against temporar
   "pid:<n>" (SIGHUP to that process: for tests).
 - `dockerd`: the binary for `dockerd --validate` (Docker 23+; skipped when unsupported).
 - `docker_cli`: used in "auto" mode to check that dockerd took the change ("" = don't).
+- `settle_seconds`: how long a reload is given when that check is not possible (2 s).
 
 Safety: every change is planned in memory first, so nothing is written unless every file
 can be handled; writes are atomic (temp file + rename) and the original bytes are kept in
 the state file; if a write, the reload or the check after it fails, every change of this
 run is rolled back. Removal restores the original bytes when nobody edited a file since
-our apply, and otherwise removes only our mirror entry / our lines. The last line of
-stdout is a JSON report of what was done.
+our apply, and otherwise removes only our mirror entry / our lines. dockerd reloads its
+mirrors only from a file that sets `registry-mirrors`, so when the restored file does not,
+removal first has dockerd reload the same config with `"registry-mirrors": []`, then
+writes the original bytes. The last line of stdout is a JSON report of what was done.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class Args:
         if self.reload not in ("auto", "none") and not re.match(r"^pid:\d+$", self.reload):
             raise HostError("args: reload must be auto, none or pid:<number>")
         self.dockerd = str(raw.get("dockerd", "dockerd"))
+        # How long a reload is given when nothing can tell us it is done (see carry_out).
+        self.settle_seconds = float(raw.get("settle_seconds", 2.0))
         self.docker_cli = str(raw.get("docker_cli", "docker"))
         self.daemon_json: dict | None = None
         if raw.get("daemon_json"):
@@ -278,6 +283,25 @@ def render_daemon_json(config: dict, previous: bytes | None) -> bytes:
     return (json.dumps(config, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def interim_daemon_json(final: bytes | None) -> bytes | None:
+    """What dockerd must read before `final` when `final` no longer sets registry-mirrors.
+
+    dockerd's reload only touches the mirrors when the file sets the key
+    (`IsValueSet("registry-mirrors")`): after a reload of a file without it (or of no
+    file) the daemon keeps our mirror until it restarts. So removal first writes the final
+    config with the key set, reloads, and only then writes the final bytes; the daemon
+    runs with the same mirrors either way, so that last write needs no reload.
+    """
+    try:
+        config = json.loads(final.decode("utf-8")) if final and final.strip() else {}
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or "registry-mirrors" in config:
+        return None
+    config["registry-mirrors"] = []
+    return render_daemon_json(config, final)
+
+
 def apply_daemon_json(spec: dict, current: bytes | None, record: dict | None) -> tuple:
     """(new bytes, record) with spec's mirror in registry-mirrors; record None = first apply."""
     config = parse_daemon_json(spec["path"], current)
@@ -388,6 +412,7 @@ def new_record(spec: dict, current: bytes | None) -> dict:
 class Plan:
     def __init__(self) -> None:
         self.writes: dict = {}  # path -> new bytes, None = delete
+        self.interim: dict = {}  # daemon.json path -> bytes dockerd must reload before `writes`
         self.before: dict = {}  # path -> bytes before this run, None = absent
         self.records: dict = {}  # key -> record after this run (what the state file keeps)
         self.folders_to_create: list = []
@@ -446,6 +471,11 @@ def make_plan(args: Args, state_items: dict, desired: dict) -> Plan:
                 plan.folders_to_create.append(folder)
 
     plan.writes = {path: data for path, data in contents.items() if data != plan.before[path]}
+    for path in plan.daemon_json_paths:
+        if path in plan.writes:
+            interim = interim_daemon_json(plan.writes[path])
+            if interim is not None:
+                plan.interim[path] = interim
     return plan
 
 
@@ -685,10 +715,17 @@ def carry_out(args: Args, plan: Plan, state_before: bytes | None, new_state: byt
         for folder in plan.folders_to_create:
             transaction.make_folder(folder)
         for path in plan.changed_paths:
-            transaction.write(path, plan.writes[path], plan.before[path])
+            transaction.write(path, plan.interim.get(path, plan.writes[path]), plan.before[path])
+        confirmed = False
         if plan.daemon_json_changed:
             report["reload"], daemon_reloaded = reload_docker(args.reload)
-            check_daemon(args, plan, daemon_reloaded, report)
+            confirmed = check_daemon(args, plan, daemon_reloaded, report)
+        if plan.interim and plan.daemon_json_changed and not confirmed and args.reload != "none":
+            # The reload runs asynchronously: the daemon must have read the interim file
+            # before the final bytes replace it, and nothing told us it has.
+            time.sleep(args.settle_seconds)
+        for path, interim in sorted(plan.interim.items()):
+            transaction.write(path, plan.writes[path], interim)
     except BaseException as error:
         problems = transaction.rollback()
         if daemon_reloaded:
@@ -702,20 +739,22 @@ def carry_out(args: Args, plan: Plan, state_before: bytes | None, new_state: byt
     return report
 
 
-def check_daemon(args: Args, plan: Plan, daemon_reloaded: bool, report: dict) -> None:
+def check_daemon(args: Args, plan: Plan, daemon_reloaded: bool, report: dict) -> bool:
     """After a reload the running daemon must list our mirror (apply), or no longer (remove).
 
     A daemon that did not take a new mirror fails the apply (and rolls it back); one that
     still lists a removed mirror only earns a note: the file is right, a restart fixes it.
+    True when the daemon confirmed it runs with the new mirrors.
     """
     if not daemon_reloaded or plan.mirror_check is None:
-        return
+        return False
     mirror, expect_present = plan.mirror_check
     outcome = wait_for_daemon(args.docker_cli, mirror, expect_present)
     if outcome is None:
         report["daemon_check"] = "not checked (no docker CLI or socket)"
     elif outcome:
         report["daemon_check"] = "dockerd " + ("lists " if expect_present else "no longer lists ") + mirror
+        return True
     elif expect_present:
         raise HostError(
             "dockerd did not take " + mirror + " as a registry mirror within " + str(int(VERIFY_SECONDS))
@@ -724,6 +763,7 @@ def check_daemon(args: Args, plan: Plan, daemon_reloaded: bool, report: dict) ->
     else:
         report["daemon_check"] = "dockerd still lists " + mirror + " after the reload: restart it to drop it"
         report["notes"].append(report["daemon_check"])
+    return False
 
 
 def prune_folders(folders: list) -> None:
