@@ -115,8 +115,13 @@ class RegistryStack(pulumi.ComponentResource):
             name=f"{settings.prefix}-{role}-data",
             labels=[self._label(LABEL_STACK, settings.stack, docker.VolumeLabelArgs)],
             # Images and ACME state outlive container replacement; never replace the volume
-            # just because its labels changed.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["labels"]),
+            # just because its labels changed. Pushed images and the ACME account also
+            # outlive `pulumi destroy` when retainData is set (the cache can refill itself).
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["labels"],
+                retain_on_delete=settings.retain_data and role in ("build", "front"),
+            ),
         )
         return docker.ContainerVolumeArgs(volume_name=volume.name, container_path=container_path)
 

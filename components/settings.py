@@ -45,6 +45,7 @@ KNOWN_KEYS = (
     "registryImage",
     "frontImage",
     "dataPath",
+    "retainData",
     "network",
     "upstreamUrl",
     "upstreamUsername",
@@ -148,6 +149,8 @@ class Settings:
     bind_address: str
     host_address: str
     tls: TlsSettings = field(default_factory=TlsSettings)
+    # Keep the build registry's and the front's volumes on `pulumi destroy` (stage, prod).
+    retain_data: bool = False
     # Docker hosts pointed at the cache (mirrorHosts...); set by load_settings, None when built by hand.
     mirror: MirrorSettings | None = None
 
@@ -247,6 +250,7 @@ def load_settings(raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str]
         bind_address=reader.ip_address("bindAddress", "0.0.0.0"),
         host_address=reader.ip_address("hostAddress", "127.0.0.1"),
         tls=_read_tls(reader),
+        retain_data=reader.boolean("retainData", False),
     )
     _check_combinations(settings)
     return _with_mirror_settings(settings, raw, secret_keys)

@@ -16,6 +16,7 @@ new thing the program declares cannot be silently dropped from the e2e proof.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import io
 import os
@@ -78,7 +79,11 @@ class RealizingMocks(pulumi.runtime.Mocks):
         client: docker.DockerClient,
         on_network: Callable[[str], None] | None = None,
         before_container: Callable[[str, dict[str, Any]], None] | None = None,
+        update: bool = False,
     ) -> None:
+        """`update=True` plays a `pulumi up` over an existing deployment: networks and
+        volumes that exist are kept, containers are replaced (deleted before created)."""
+        self.update = update
         self.client = client
         self.realized = Realized(client)
         self.on_network = on_network
@@ -165,6 +170,9 @@ class RealizingMocks(pulumi.runtime.Mocks):
 
     def _network(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
         _take(props, {"name", "driver", "labels"}, "Network")
+        existing = self.client.networks.list(names=[props["name"]])
+        if self.update and existing:
+            return existing[0].id, props
         network = self.client.networks.create(props["name"], driver=props["driver"], labels=_labels(props))
         self.realized.created.append(("network", props["name"]))
         self.realized.networks.append(props["name"])
@@ -174,6 +182,9 @@ class RealizingMocks(pulumi.runtime.Mocks):
 
     def _volume(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
         _take(props, {"name", "labels"}, "Volume")
+        if self.update:
+            with contextlib.suppress(docker.errors.NotFound):
+                return self.client.volumes.get(props["name"]).id, props
         volume = self.client.volumes.create(props["name"], labels=_labels(props))
         self.realized.created.append(("volume", props["name"]))
         self.realized.volumes.append(props["name"])
@@ -196,6 +207,9 @@ class RealizingMocks(pulumi.runtime.Mocks):
         )
         if self.before_container:
             self.before_container(props["name"], props)
+        if self.update:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(props["name"]).remove(force=True)
         networks = props["networksAdvanced"]
         first, *others = networks
         _take(first, {"name", "aliases"}, "Container.networksAdvanced")

@@ -23,6 +23,7 @@ from tests.e2e.support import (
     make_unique_image,
     realized_stack,
     remove_local_image,
+    update_stack,
 )
 
 Faults = tuple[RealizedStack, StandinUpstream]
@@ -129,3 +130,38 @@ def test_kill_9_brings_the_container_back_with_its_content(
     pulled = docker_cli.run("pull", cache_tag)
     assert digest in pulled.stdout
     remove_local_image(cache_tag)
+
+
+def test_upgrading_the_registry_image_replaces_containers_and_keeps_every_image(
+    faults: Faults, docker_client: docker.DockerClient, docker_cli: DockerCli, local_images: dict[str, str]
+) -> None:
+    stack, upstream = faults
+    auth = ("admin", stack.password)
+    pushed = f"{stack.address('build')}/team/before-upgrade:1"
+    make_unique_image(pushed)
+    docker_cli.login(stack.address("build"), *auth)
+    digest = next(w for w in docker_cli.run("push", pushed).stdout.split() if w.startswith("sha256:"))
+    remove_local_image(pushed)
+    cache_tag, cache_digest = _cache_through(stack, upstream, docker_cli, "before-upgrade")
+    old_ids = {role: stack.container(role).id for role in ("build", "cache", "front")}
+
+    # A "new" registry image: same binary under another tag, as a version bump would be.
+    upgraded = "registry-stack-local/registry:2.8.2-upgrade"
+    docker_client.images.get(local_images["registry"]).tag(upgraded)
+    try:
+        update_stack(docker_client, stack, {"registryImage": upgraded})
+        for role in ("build", "cache"):
+            container = stack.container(role)
+            assert container.id != old_ids[role], f"{role} was not replaced"
+            assert container.image.tags and upgraded in container.image.tags
+            _wait_for(lambda c=container: _is_serving(c), 60, f"{role} to serve after the upgrade")
+
+        by_digest = f"{stack.address('build')}/team/before-upgrade@{digest}"
+        docker_cli.run("pull", by_digest)
+        remove_local_image(by_digest)
+        cached_by_digest = cache_tag.rsplit(":", 1)[0] + "@" + cache_digest
+        docker_cli.run("pull", cached_by_digest)
+        remove_local_image(cached_by_digest)
+    finally:
+        update_stack(docker_client, stack, {"registryImage": local_images["registry"]})
+        docker_client.images.remove(upgraded)
