@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -19,13 +22,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e import images
 from tests.e2e.realize import Realized, RealizingMocks
@@ -366,8 +373,15 @@ def realized_stack(
     stack_file: str = "Pulumi.dev.yaml",
     overrides: dict[str, Any] | None = None,
     upstream_alias: str = "upstream",
+    network_starters: Sequence[Callable[[str], None]] = (),
 ) -> Iterator[tuple[RealizedStack, StandinUpstream | None]]:
-    """Realize a stack with a stand-in upstream on its network; tear all down afterwards."""
+    """Realize a stack with a stand-in upstream on its network; tear all down afterwards.
+
+    `network_starters` start more servers on the stack's network (an ACME server, say),
+    each called with the network's name right after the stand-in upstream, before any
+    container of the stack starts. Name their containers `registry-stack-<stack>-...` so
+    the teardown (`remove_leftovers`) removes them, also when realizing fails.
+    """
     remove_leftovers(client, stack)
     password = secrets.token_urlsafe(18)
     https_port = free_port()
@@ -377,6 +391,8 @@ def realized_stack(
         upstream_box.append(
             start_standin_upstream(client, network, f"registry-stack-{stack}-upstream", upstream_alias)
         )
+        for starter in network_starters:
+            starter(network)
 
     values = e2e_values(stack_file, {
         "httpsPort": https_port,
@@ -412,3 +428,267 @@ def realized_stack(
             with contextlib.suppress(Exception):
                 cleanup()
         remove_leftovers(client, stack)
+
+
+# -- an ACME server on the stack's network: Pebble, Let's Encrypt's own test CA ------------
+
+PEBBLE_ALIAS = "pebble"
+PEBBLE_ACME_PORT = 14000
+PEBBLE_MANAGEMENT_PORT = 15000
+PEBBLE_CONFIG_DIR = "/etc/pebble"
+# Pebble's log lines (pebble 2.4.0) that tell what it did.
+PEBBLE_ORDERS_LINE = re.compile(r"There are now (\d+) orders in the db")
+PEBBLE_ACCOUNTS_LINE = re.compile(r"There are now (\d+) accounts in memory")
+PEBBLE_ISSUED_LINE = re.compile(r"Issued certificate serial (\S+) for order (\S+)")
+
+
+def pebble_directory_url(alias: str = PEBBLE_ALIAS) -> str:
+    """The ACME directory as containers on the stack's network reach it."""
+    return f"https://{alias}:{PEBBLE_ACME_PORT}/dir"
+
+
+@dataclass(frozen=True)
+class PebbleApiCertificate:
+    """Pebble's own HTTPS certificate (ACME API and management) and the CA that signed it.
+
+    Made before the stack is declared: the front must be told to trust `ca_pem`
+    (acmeTrustedRootPem) when it is declared, while Pebble itself can start only once the
+    stack's network exists.
+    """
+
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+
+
+def make_pebble_api_certificate(alias: str = PEBBLE_ALIAS) -> PebbleApiCertificate:
+    """A throwaway CA and a leaf for `alias` (what the front dials) and 127.0.0.1 (the test)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-stack e2e Pebble API CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(alias), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, alias)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return PebbleApiCertificate(
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+
+
+@dataclass
+class Pebble:
+    """A running Pebble: the ACME server on the stack's network, its management API on 127.0.0.1."""
+
+    client: docker.DockerClient
+    name: str
+    management_port: int
+    api: PebbleApiCertificate
+
+    def _management(self, path: str) -> str:
+        context = ssl.create_default_context(cadata=self.api.ca_pem)
+        url = f"https://127.0.0.1:{self.management_port}{path}"
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            return answer.read().decode()
+
+    def issuing_root_pem(self) -> str:
+        """The root Pebble signs certificates under; a new one on every Pebble start."""
+        return self._management("/roots/0")
+
+    def log(self) -> str:
+        return self.client.containers.get(self.name).logs().decode(errors="replace")
+
+    def orders_placed(self) -> int:
+        """How many orders Pebble has received since it started (it keeps them all in memory)."""
+        counts = [int(n) for n in PEBBLE_ORDERS_LINE.findall(self.log())]
+        return max(counts, default=0)
+
+    def accounts_registered(self) -> int:
+        counts = [int(n) for n in PEBBLE_ACCOUNTS_LINE.findall(self.log())]
+        return max(counts, default=0)
+
+    def issued_serials(self) -> list[str]:
+        """The serial numbers of the certificates Pebble has issued, as it logs them."""
+        return [serial for serial, _order in PEBBLE_ISSUED_LINE.findall(self.log())]
+
+
+def start_pebble(
+    client: docker.DockerClient, network: str, name: str, api: PebbleApiCertificate, alias: str = PEBBLE_ALIAS
+) -> Pebble:
+    """Start Pebble on `network` under `alias`, validating challenges for real.
+
+    It resolves names through Docker's embedded DNS (127.0.0.11), so the front's network
+    aliases (the public hostnames) lead it to the front, and it validates HTTP-01 on port 80
+    as Let's Encrypt does. PEBBLE_VA_NOSLEEP only drops Pebble's artificial validation
+    delays; PEBBLE_VA_ALWAYS_VALID stays off, so each challenge is really fetched.
+    """
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True)
+    management_port = free_port()
+    config = {
+        "pebble": {
+            "listenAddress": f"0.0.0.0:{PEBBLE_ACME_PORT}",
+            "managementListenAddress": f"0.0.0.0:{PEBBLE_MANAGEMENT_PORT}",
+            "certificate": f"{PEBBLE_CONFIG_DIR}/cert.pem",
+            "privateKey": f"{PEBBLE_CONFIG_DIR}/key.pem",
+            "httpPort": 80,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    container = client.containers.create(
+        images.PEBBLE.tag,
+        command=["-config", f"{PEBBLE_CONFIG_DIR}/pebble-config.json", "-dnsserver", "127.0.0.11:53"],
+        name=name,
+        network=network,
+        networking_config={network: {"Aliases": [alias]}},
+        ports={f"{PEBBLE_MANAGEMENT_PORT}/tcp": ("127.0.0.1", management_port)},
+        environment={"PEBBLE_VA_NOSLEEP": "1"},
+        labels={"registry-stack.e2e": "acme-server"},
+        detach=True,
+    )
+    _put_files(container, {
+        f"{PEBBLE_CONFIG_DIR}/pebble-config.json": json.dumps(config),
+        f"{PEBBLE_CONFIG_DIR}/cert.pem": api.cert_pem,
+        f"{PEBBLE_CONFIG_DIR}/key.pem": api.key_pem,
+    })
+    container.start()
+    pebble = Pebble(client=client, name=name, management_port=management_port, api=api)
+    _wait_until(pebble.issuing_root_pem, timeout=30, what=f"Pebble's management API on 127.0.0.1:{management_port}")
+    return pebble
+
+
+def _put_files(container: Any, files: dict[str, str]) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    container.put_archive("/", buffer.getvalue())
+
+
+def _wait_until(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """probe()'s first result that does not raise; fails with the last error after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return probe()
+        except (OSError, ssl.SSLError, AssertionError) as error:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what}: not ready after {timeout}s: {error}") from error
+        time.sleep(interval)
+
+
+# -- checking a front's certificates and redirects from the host ----------------------------
+
+
+def served_certificate(port: int, server_name: str, ca_pem: str, address: str = "127.0.0.1") -> x509.Certificate:
+    """The leaf the front serves for `server_name`, its chain verified against `ca_pem` only."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    with (
+        socket.create_connection((address, port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=server_name) as connection,
+    ):
+        der = connection.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def wait_for_served_certificate(
+    port: int, server_name: str, ca_pem: str, timeout: float = 60
+) -> x509.Certificate:
+    """Wait until the front serves a certificate for `server_name` that `ca_pem` verifies.
+
+    An ACME front answers HTTPS only once its order went through (in the background after
+    the container started), so the first handshakes fail.
+    """
+    return _wait_until(
+        lambda: served_certificate(port, server_name, ca_pem), timeout,
+        f"a certificate for {server_name} on 127.0.0.1:{port} verified by the given CA",
+    )
+
+
+def plain_http_answer(host: str, port: int, path: str) -> tuple[int, str]:
+    """Status and Location of a plain-HTTP GET, without following redirects."""
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, answer.getheader("Location") or ""
+    finally:
+        connection.close()
+
+
+# -- replacing a stack's containers, as `pulumi up` does when their config changes ----------
+
+
+def _guests_on(network: Any, stack_containers: set[str]) -> dict[str, list[str]]:
+    """Containers the test started on the stack's network, with their aliases there."""
+    network.reload()
+    guests = {}
+    for container in network.containers:
+        if container.name in stack_containers:
+            continue
+        settings = container.attrs["NetworkSettings"]["Networks"][network.name]
+        short_id = container.id[:12]
+        guests[container.name] = [a for a in settings.get("Aliases") or [] if a != short_id]
+    return guests
+
+
+def replace_stack_containers(stack: RealizedStack) -> None:
+    """Remove every container of the stack and its network, keep the volumes, realize again.
+
+    This is what a `pulumi up` replacement does to the front (delete, then create from the
+    same config on the same volumes), for every container at once. Containers the test
+    started on the network (the stand-in upstream, an ACME server) keep running and join
+    the new network under the same aliases, so their state survives: Pebble keeps its
+    orders and roots in memory only.
+    """
+    client = stack.realized.client
+    assert len(stack.realized.networks) == 1, "the stack must create its own network"
+    network = client.networks.get(stack.realized.networks[0])
+    guests = _guests_on(network, set(stack.realized.containers))
+    for name in guests:
+        network.disconnect(name)
+    stack.realized.teardown(keep_volumes=True)
+
+    def rejoin(new_network: str) -> None:
+        for name, aliases in guests.items():
+            client.networks.get(new_network).connect(name, aliases=aliases)
+
+    declaration, realized = realize(client, stack.values, ("users",), stack.stack, on_network=rejoin)
+    stack.declaration = declaration
+    stack.realized = realized
+    stack.extra_cleanups.append(realized.teardown)
