@@ -73,6 +73,7 @@ _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _IMAGE_REF = re.compile(
     r"^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
 )
+_VERSION_TAG = re.compile(r":v?\d+[^/]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -408,7 +409,8 @@ class _Reader:
         return value
 
     def domain(self, key: str, default: str) -> str:
-        value = self.string(key, default).lower().rstrip(".")
+        # The CLI hands Pulumi.yaml's default ("") to the program: empty means the default.
+        value = (self.string(key, "") or default).lower().rstrip(".")
         labels = value.split(".")
         if len(value) > 240 or len(labels) < 2 or not all(_HOST_LABEL.match(label) for label in labels):
             raise self._fail(
@@ -421,6 +423,12 @@ class _Reader:
         value = self.string(key, default)
         if not _IMAGE_REF.match(value):
             raise self._fail(key, value, "expected an image reference such as registry:2.8.3")
+        if key == "registryImage" and not _VERSION_TAG.search(value.split("@", 1)[0]):
+            # 2.x and 3.x read their config from different paths: the tag must say which.
+            raise self._fail(
+                key, value, "pin a version tag such as registry:2.8.3 or registry:3.0.0 "
+                "(add @sha256:... to pin a digest too); 'latest' or no tag hides the major version"
+            )
         return value
 
     def absolute_path(self, key: str) -> str:
@@ -519,6 +527,11 @@ class _Reader:
                 raise ConfigError(
                     f"{PROJECT}:{key}[{index}] (user {name!r}) has a password shorter than 8 "
                     "characters: choose a longer one"
+                )
+            if len(password.encode()) > 72:
+                raise ConfigError(
+                    f"{PROJECT}:{key}[{index}] (user {name!r}) has a password longer than 72 bytes, "
+                    "bcrypt's limit: choose a shorter one"
                 )
             if name in users:
                 raise ConfigError(

@@ -70,19 +70,7 @@ def test_secret_keys_are_marked_secret_in_their_description():
 
 @pytest.mark.parametrize(
     "key",
-    [
-        pytest.param(
-            key,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the Pulumi CLI passes Pulumi.yaml's default domain \"\" to the program, "
-                "and settings.py _Reader.domain rejects \"\" instead of using <stack>.internal.network",
-            ),
-        )
-        if key == "domain"
-        else key
-        for key in KNOWN_KEYS
-    ],
+    KNOWN_KEYS,
 )
 def test_pulumi_yaml_default_means_the_same_as_leaving_the_key_unset(key):
     """The CLI applies project defaults to every stack, so the program sees them as values."""
