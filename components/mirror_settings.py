@@ -121,7 +121,12 @@ def _read_hosts(value: Any, is_secret: bool, host_address: str) -> tuple[MirrorH
         return ()
     if is_secret:
         raise ConfigError(f"{PROJECT}:mirrorHosts is not a secret setting: set it without --secret")
-    entries = json.loads(value) if isinstance(value, str) and value.lstrip().startswith("[") else value
+    entries = value
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            entries = json.loads(value)
+        except ValueError:
+            entries = value
     if not isinstance(entries, list):
         raise ConfigError(
             f"{PROJECT}:mirrorHosts={value!r} is invalid: expected a list such as "

@@ -168,6 +168,7 @@ def test_daemon_json_path_must_be_an_absolute_file_path(path: str) -> None:
 def test_mirror_hosts_is_not_a_secret_and_must_be_a_list() -> None:
     assert "not a secret" in config_error({"mirrorHosts": ["local"]}, ("mirrorHosts",))
     assert "expected a list" in config_error({"mirrorHosts": "local"})
+    assert "expected a list" in config_error({"mirrorHosts": '["local",'})
 
 
 # ---------------------------------------------------------------------------------------

@@ -503,6 +503,8 @@ def test_an_unprivileged_user_gets_a_clear_message(host: Host) -> None:
 def test_bad_usage_is_refused(host: Host) -> None:
     assert run("frobnicate", host.args()).returncode == 2
     assert run("apply", {"id": "x y"}).returncode == 1
+    assert run("apply", {**host.args(), "settle_seconds": "soon"}).returncode == 2
+    assert run("apply", [1, 2]).returncode == 2
 
 
 # ---------------------------------------------------------------------------------------

@@ -898,7 +898,14 @@ def main(argv: list) -> int:
         sys.stderr.write("daemon-mirror: the args are not valid JSON: " + str(error) + "\n")
         return 2
     try:
-        report = run(argv[1], Args(raw))
+        if not isinstance(raw, dict):
+            raise TypeError("expected a JSON object")
+        args = Args(raw)
+    except (AttributeError, TypeError, ValueError) as error:
+        sys.stderr.write("daemon-mirror: the args are not usable: " + str(error) + "\n")
+        return 2
+    try:
+        report = run(argv[1], args)
     except HostError as error:
         sys.stderr.write("daemon-mirror " + argv[1] + " failed: " + str(error) + "\n")
         return 1
