@@ -13,6 +13,8 @@ mirrors = daemon_mirrors_for(stack, settings)
 
 pulumi.export("buildUrl", stack.build_url)
 pulumi.export("cacheUrl", stack.cache_url)
+pulumi.export("cacheUrls", stack.cache_urls)
+pulumi.export("unifiedUrl", stack.unified_url)
 pulumi.export("caCertPem", stack.ca_cert_pem)
 pulumi.export("hostnames", list(settings.hostnames))
 pulumi.export("hostsLine", renderers.hosts_line(settings))

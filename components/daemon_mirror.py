@@ -62,6 +62,8 @@ class DaemonMirrorArgs:
     """host[:port] of the cache, as /etc/docker/certs.d names its folder."""
     upstream_url: str
     """The registry the cache mirrors: containerd's hosts.toml is written for it."""
+    more_caches: tuple[tuple[str, str, str], ...] = ()
+    """Other cached upstreams for containerd: (upstream URL, cache URL, cache host[:port])."""
     hostnames: tuple[str, ...] = ()
     """The registry names that `etcHosts` maps to the registry host's address."""
     ca_cert_pem: pulumi.Input[str] | None = None
@@ -125,17 +127,20 @@ def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[st
     host, paths = args.host, args.paths
     files: list[dict[str, str]] = []
     docker_ca = f"{paths.docker_certs_d}/{args.cache_address}/ca.crt"
-    containerd_ca = f"{paths.containerd_certs_d}/{args.cache_address}/ca.crt"
     if host.docker and ca_cert_pem:
         files.append({"path": docker_ca, "content": ca_cert_pem})
     if host.containerd:
-        if ca_cert_pem:
-            files.append({"path": containerd_ca, "content": ca_cert_pem})
-        folder = containerd_registry_folder(args.upstream_url)
-        files.append({
-            "path": f"{paths.containerd_certs_d}/{folder}/hosts.toml",
-            "content": containerd_hosts_toml(args.upstream_url, args.cache_url, containerd_ca if ca_cert_pem else None),
-        })
+        # containerd, unlike dockerd, mirrors any registry: one hosts.toml per cached upstream.
+        caches = ((args.upstream_url, args.cache_url, args.cache_address), *args.more_caches)
+        for upstream_url, cache_url, cache_address in caches:
+            containerd_ca = f"{paths.containerd_certs_d}/{cache_address}/ca.crt"
+            if ca_cert_pem:
+                files.append({"path": containerd_ca, "content": ca_cert_pem})
+            folder = containerd_registry_folder(upstream_url)
+            files.append({
+                "path": f"{paths.containerd_certs_d}/{folder}/hosts.toml",
+                "content": containerd_hosts_toml(upstream_url, cache_url, containerd_ca if ca_cert_pem else None),
+            })
     return {
         "id": args.stack_id,
         "state_dir": paths.state_dir,
@@ -256,16 +261,24 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
         return []
     _warn_about_limits(stack, settings)
     ca_cert_pem = None if settings.tls.is_acme else stack.ca_cert_pem
-    wait_for = [stack.containers[role] for role in ("cache", "front") if role in stack.containers]
+    # dockerd mirrors Docker Hub only: its mirror is the Docker Hub cache when there is one.
+    primary = settings.docker_hub_cache or settings.upstream
+    wait_for = [stack.containers[role] for role in (primary.role, "front") if role in stack.containers]
+    others = tuple(
+        (u.url, settings.url_for(u.hostname(settings.domain)), settings.registry_address(u.hostname(settings.domain)))
+        for u in settings.caches
+        if u != primary
+    )
     return [
         DaemonMirror(
             f"{name}-mirror-{resource_suffix(host)}",
             DaemonMirrorArgs(
                 host=host,
                 stack_id=settings.prefix,
-                cache_url=settings.url_for(settings.cache_hostname),
-                cache_address=settings.registry_address(settings.cache_hostname),
-                upstream_url=settings.upstream.url,
+                cache_url=settings.url_for(primary.hostname(settings.domain)),
+                cache_address=settings.registry_address(primary.hostname(settings.domain)),
+                upstream_url=primary.url,
+                more_caches=others,
                 hostnames=settings.hostnames,
                 ca_cert_pem=ca_cert_pem,
                 ssh_private_key=mirror.ssh_private_key,
@@ -285,10 +298,10 @@ def _warn_about_limits(stack: RegistryStack, settings: Settings) -> None:
             "will skip the cache and pull from Docker Hub directly",
             resource=stack,
         )
-    if containerd_registry_folder(settings.upstream.url) != "docker.io":
+    if settings.docker_hub_cache is None:
         pulumi.log.info(
-            f"the cache mirrors {settings.upstream.url}, but dockerd's registry-mirrors only serve Docker Hub "
-            "names: dockerd hosts use it for Docker Hub names (a stand-in for Docker Hub works); containerd "
-            "hosts get a hosts.toml for that registry",
+            f"no upstream is named docker, so dockerd hosts get the first cache ({settings.upstream.url}) "
+            "as their mirror, but dockerd's registry-mirrors serve Docker Hub names only (a stand-in for "
+            "Docker Hub works); containerd hosts get a hosts.toml per cached registry",
             resource=stack,
         )

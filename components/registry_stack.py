@@ -17,7 +17,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from . import renderers
-from .settings import Secret, Settings
+from .settings import Secret, Settings, Upstream
 from .tls import Tls
 
 LABEL_STACK = "registry-stack.stack"
@@ -51,8 +51,11 @@ class RegistryStack(pulumi.ComponentResource):
 
         build_url = settings.url_for(settings.build_hostname) if settings.enable_build else ""
         cache_url = settings.url_for(settings.cache_hostname) if settings.enable_cache else ""
+        unified_url = settings.url_for(settings.unified_hostname) if settings.unified_endpoint else ""
         self.build_url = pulumi.Output.from_input(build_url)
         self.cache_url = pulumi.Output.from_input(cache_url)
+        self.unified_url = pulumi.Output.from_input(unified_url)
+        self.cache_urls = {u.name: settings.url_for(u.hostname(settings.domain)) for u in settings.caches}
         self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
         self.register_outputs({
             "buildUrl": self.build_url,
@@ -62,20 +65,22 @@ class RegistryStack(pulumi.ComponentResource):
 
     # -- structure ------------------------------------------------------------------------
 
-    tls: Tls | None = None
-
     def _create_registries_and_front(self) -> None:
         settings = self._settings
         network = self._network_name()
         registry_image = self._image("registry-image", settings.registry_image)
+        major = settings.registry_major_version
         if settings.enable_build:
-            self.containers["build"] = self._registry("build", registry_image, network)
-        if settings.enable_cache:
-            self.containers["cache"] = self._registry("cache", registry_image, network)
+            build_config = renderers.registry_config("build", major)
+            self.containers["build"] = self._registry("build", registry_image, network, build_config)
+        for upstream in settings.caches:
+            config = self._cache_config(upstream, major)
+            self.containers[upstream.role] = self._registry(upstream.role, registry_image, network, config)
             # Serves what the cache holds, read-only, while the cache itself cannot start
             # (distribution 2.8 in proxy mode exits when its upstream is unreachable).
-            self.containers["cache-standby"] = self._registry(
-                "cache-standby", registry_image, network, data_of="cache"
+            self.containers[upstream.standby_role] = self._registry(
+                upstream.standby_role, registry_image, network,
+                renderers.registry_config("standby", major), data_of=upstream.role,
             )
         self.tls = Tls(f"{self._name}-tls", settings, opts=self._child)
         self.containers["front"] = self._front(network)
@@ -128,11 +133,15 @@ class RegistryStack(pulumi.ComponentResource):
     # -- containers -----------------------------------------------------------------------
 
     def _registry(
-        self, role: str, image: docker.RemoteImage, network: pulumi.Input[str], data_of: str = ""
+        self,
+        role: str,
+        image: docker.RemoteImage,
+        network: pulumi.Input[str],
+        config: pulumi.Input[str],
+        data_of: str = "",
     ) -> docker.Container:
         settings = self._settings
         major = settings.registry_major_version
-        config = self._registry_config(role, major)
         return self._container(
             role,
             image=image,
@@ -143,17 +152,14 @@ class RegistryStack(pulumi.ComponentResource):
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
         )
 
-    def _registry_config(self, role: str, major: int) -> pulumi.Input[str]:
-        upstream = self._settings.upstream
-        if role == "build":
-            return renderers.registry_config("build", major)
-        if role == "cache-standby":
-            return renderers.registry_config("standby", major)
+    @staticmethod
+    def _cache_config(upstream: Upstream, major: int) -> pulumi.Input[str]:
+        """The proxy config; secret when it carries the upstream's credentials."""
         if upstream.password is None:
-            return renderers.registry_config("cache", major, upstream.url)
+            return renderers.registry_config("cache", major, upstream.url, ttl=upstream.ttl)
         return _secret(upstream.password).apply(
             lambda password: renderers.registry_config(
-                "cache", major, upstream.url, renderers.ProxyCredentials(upstream.username, password)
+                "cache", major, upstream.url, renderers.ProxyCredentials(upstream.username, password), upstream.ttl
             )
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import bcrypt
 
-from .settings import Settings
+from .settings import Settings, Upstream
 
 REGISTRY_PORT = 5000
 REGISTRY_DEBUG_PORT = 5001
@@ -54,6 +54,7 @@ def registry_config(
     major_version: int,
     upstream_url: str = "",
     credentials: ProxyCredentials | None = None,
+    ttl: str = "",
 ) -> str:
     """config.yml for the build (push), cache (proxy) or standby registry.
 
@@ -96,6 +97,10 @@ def registry_config(
         if credentials is not None:
             proxy["username"] = credentials.username
             proxy["password"] = credentials.password
+        if ttl:
+            if major_version < 3:
+                raise ValueError("proxy ttl needs registry 3.x (2.x keeps cached content 7 days)")
+            proxy["ttl"] = ttl
         config["proxy"] = proxy
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
@@ -173,23 +178,80 @@ def _host_route(hostname: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _authenticate(hashed_users: list[tuple[str, str]]) -> dict[str, Any]:
     accounts = [
         {"username": name, "password": base64.b64encode(hashed.encode()).decode()}
         for name, hashed in hashed_users
     ]
-    authenticate = {
+    return {
         "handler": "authentication",
         "providers": {
             "http_basic": {"accounts": accounts, "hash": {"algorithm": "bcrypt"}, "realm": "registry"}
         },
     }
+
+
+def _dial(settings: Settings, role: str) -> str:
+    return f"{settings.prefix}-{role}:{REGISTRY_PORT}"
+
+
+def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
+    return _reverse_proxy(_dial(settings, upstream.role), _dial(settings, upstream.standby_role))
+
+
+def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
     # Every request, /v2/ included, must authenticate: the Docker client sends credentials
     # only after /v2/ has challenged it.
-    return [{"handle": [authenticate, _reverse_proxy(f"{settings.prefix}-build:{REGISTRY_PORT}")]}]
+    return [{"handle": [_authenticate(hashed_users), _reverse_proxy(_dial(settings, "build"))]}]
 
 
-def _cache_routes(settings: Settings) -> list[dict[str, Any]]:
+def _write_match() -> dict[str, Any]:
+    return {"not": [{"method": list(READ_METHODS)}]}
+
+
+def _unified_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """registry.<domain>: pushes go to the build registry; pulls are routed by name.
+
+    1. Everything needs a user (Docker's basic auth is all-or-nothing per hostname).
+    2. A push of a name that belongs to an upstream (`<upstream>/...`, and Docker Hub's
+       official `library/...`) is refused: it would be shadowed or shadow the upstream.
+    3. Any other push goes to the build registry.
+    4. A pull of `<upstream>/<name>` goes to that upstream's cache as `<name>`.
+    5. Any other pull asks the build registry first and, on 404, Docker Hub's cache:
+       the site's own images win a name clash.
+    """
+    routes: list[dict[str, Any]] = [{"handle": [_authenticate(hashed_users)]}]
+    for upstream in settings.caches:
+        owned = [f"/v2/{upstream.name}/*"] + (["/v2/library/*"] if upstream.is_docker_hub else [])
+        message = (
+            f"this name belongs to the upstream {upstream.name!r} ({upstream.url}): "
+            "push your own images under another namespace"
+        )
+        routes.append({
+            "match": [{**_write_match(), "path": owned}],
+            "handle": [registry_error(403, "DENIED", message)],
+        })
+    routes.append({"match": [_write_match()], "handle": [_reverse_proxy(_dial(settings, "build"))]})
+    for upstream in settings.caches:
+        strip_namespace = {
+            "handler": "rewrite",
+            "uri_substring": [{"find": f"/v2/{upstream.name}/", "replace": "/v2/", "limit": 1}],
+        }
+        routes.append({
+            "match": [{"path": [f"/v2/{upstream.name}/*"]}],
+            "handle": [strip_namespace, _cache_proxy(settings, upstream)],
+        })
+    build_first = _reverse_proxy(_dial(settings, "build"))
+    hub = settings.docker_hub_cache
+    if hub is not None:
+        build_first["handle_response"] = [
+            {"match": {"status_code": [404]}, "routes": [{"handle": [_cache_proxy(settings, hub)]}]}
+        ]
+    routes.append({"handle": [build_first]})
+    return routes
+
+
+def _cache_routes(settings: Settings, upstream: Upstream) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     if settings.cache_client_networks:
         routes.append({
@@ -200,13 +262,9 @@ def _cache_routes(settings: Settings) -> list[dict[str, Any]]:
         f"the cache is read-only: push to {settings.registry_address(settings.build_hostname)}"
         if settings.enable_build else "the cache is read-only"
     )
-    routes.append({
-        "match": [{"not": [{"method": list(READ_METHODS)}]}],
-        "handle": [registry_error(405, "UNSUPPORTED", push_hint)],
-    })
+    routes.append({"match": [_write_match()], "handle": [registry_error(405, "UNSUPPORTED", push_hint)]})
     # Reads are anonymous: a Docker daemon never sends credentials to its mirror.
-    cache, standby = (f"{settings.prefix}-{role}:{REGISTRY_PORT}" for role in ("cache", "cache-standby"))
-    routes.append({"handle": [_reverse_proxy(cache, standby)]})
+    routes.append({"handle": [_cache_proxy(settings, upstream)]})
     return routes
 
 
@@ -223,8 +281,10 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
     routes: list[dict[str, Any]] = []
     if settings.enable_build:
         routes.append(_host_route(settings.build_hostname, _build_routes(settings, hashed_users)))
-    if settings.enable_cache:
-        routes.append(_host_route(settings.cache_hostname, _cache_routes(settings)))
+    for upstream in settings.caches:
+        routes.append(_host_route(upstream.hostname(settings.domain), _cache_routes(settings, upstream)))
+    if settings.unified_endpoint:
+        routes.append(_host_route(settings.unified_hostname, _unified_routes(settings, hashed_users)))
     routes.append({"handle": [registry_error(404, "NAME_UNKNOWN", "no registry is served at this host name")]})
 
     server: dict[str, Any] = {
@@ -287,10 +347,14 @@ def _tls_app(settings: Settings) -> dict[str, Any]:
 
 
 def daemon_json_snippet(settings: Settings) -> str:
-    """The daemon.json keys a Docker host needs to use the cache as its Docker Hub mirror."""
-    if not settings.enable_cache:
+    """The daemon.json keys a Docker host needs to use the cache as its Docker Hub mirror.
+
+    dockerd mirrors Docker Hub only, so only the cache of the upstream named docker counts.
+    """
+    hub = settings.docker_hub_cache
+    if hub is None:
         return "{}\n"
-    return json.dumps({"registry-mirrors": [settings.url_for(settings.cache_hostname)]}, indent=2) + "\n"
+    return json.dumps({"registry-mirrors": [settings.url_for(hub.hostname(settings.domain))]}, indent=2) + "\n"
 
 
 def hosts_line(settings: Settings) -> str:

@@ -14,9 +14,20 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from .upstreams import (
+    DEFAULT_UPSTREAMS,
+    DOCKER_HUB_URL,
+    Upstream,
+    UpstreamError,
+    parse_credentials,
+    parse_upstreams,
+)
+
+__all__ = ["DOCKER_HUB_URL", "ConfigError", "Secret", "Settings", "Upstream", "load_settings"]
 
 if TYPE_CHECKING:  # for type hints only: mirror_settings itself imports this module
     from .mirror_settings import MirrorSettings
@@ -32,7 +43,6 @@ ACME_DIRECTORIES = {
     TLS_LETSENCRYPT: "https://acme-v02.api.letsencrypt.org/directory",
 }
 
-DOCKER_HUB_URL = "https://registry-1.docker.io"
 DEFAULT_REGISTRY_IMAGE = "registry:2.8.3"
 DEFAULT_FRONT_IMAGE = "caddy:2.8.4"
 
@@ -47,9 +57,9 @@ KNOWN_KEYS = (
     "dataPath",
     "retainData",
     "network",
-    "upstreamUrl",
-    "upstreamUsername",
-    "upstreamPassword",
+    "upstreams",
+    "upstreamCredentials",
+    "unifiedEndpoint",
     "users",
     "cacheClientNetworks",
     "httpsPort",
@@ -104,19 +114,6 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class Upstream:
-    """The registry the cache mirrors."""
-
-    url: str
-    username: str = ""
-    password: Secret | None = None
-
-    @property
-    def has_credentials(self) -> bool:
-        return self.password is not None
-
-
-@dataclass(frozen=True)
 class TlsSettings:
     mode: str = TLS_SELF_SIGNED
     acme_email: str = ""
@@ -142,7 +139,7 @@ class Settings:
     front_image: str
     data_path: str
     external_network: str
-    upstream: Upstream
+    upstreams: tuple[Upstream, ...]
     users: tuple[tuple[str, Secret], ...]
     cache_client_networks: tuple[str, ...]
     https_port: int
@@ -152,6 +149,8 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     # Keep the build registry's and the front's volumes on `pulumi destroy` (stage, prod).
     retain_data: bool = False
+    # One authenticated hostname for pushes and pulls of everything (registry.<domain>).
+    unified_endpoint: bool = False
     # Docker hosts pointed at the cache (mirrorHosts...); set by load_settings, None when built by hand.
     mirror: MirrorSettings | None = None
 
@@ -165,8 +164,28 @@ class Settings:
         return f"docker-build.{self.domain}"
 
     @property
+    def upstream(self) -> Upstream:
+        """The primary upstream: the first of the list (Docker Hub by default)."""
+        return self.upstreams[0]
+
+    @property
+    def caches(self) -> tuple[Upstream, ...]:
+        """The upstreams that get a cache registry: all of them while the cache is on."""
+        return self.upstreams if self.enable_cache else ()
+
+    @property
     def cache_hostname(self) -> str:
-        return f"docker-cache.{self.domain}"
+        """The primary cache's hostname (docker-cache.<domain> by default)."""
+        return self.upstream.hostname(self.domain)
+
+    @property
+    def docker_hub_cache(self) -> Upstream | None:
+        """The cache daemons may use as their Docker Hub mirror (the upstream named docker)."""
+        return next((u for u in self.caches if u.is_docker_hub), None)
+
+    @property
+    def unified_hostname(self) -> str:
+        return f"registry.{self.domain}"
 
     @property
     def hostnames(self) -> tuple[str, ...]:
@@ -174,8 +193,9 @@ class Settings:
         names = []
         if self.enable_build:
             names.append(self.build_hostname)
-        if self.enable_cache:
-            names.append(self.cache_hostname)
+        names.extend(upstream.hostname(self.domain) for upstream in self.caches)
+        if self.unified_endpoint:
+            names.append(self.unified_hostname)
         return tuple(names)
 
     @property
@@ -233,17 +253,18 @@ def load_settings(raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str]
     reader = _Reader(raw, secret_keys)
     reader.reject_unknown_keys()
     stack = _validated_stack_name(stack)
+    registry_image = reader.image("registryImage", DEFAULT_REGISTRY_IMAGE)
 
     settings = Settings(
         stack=stack,
         enable_build=reader.boolean("enableBuild", True),
         enable_cache=reader.boolean("enableCache", True),
         domain=reader.domain("domain", f"{stack}.internal.network"),
-        registry_image=reader.image("registryImage", DEFAULT_REGISTRY_IMAGE),
+        registry_image=registry_image,
         front_image=reader.image("frontImage", DEFAULT_FRONT_IMAGE),
         data_path=reader.absolute_path("dataPath"),
         external_network=reader.docker_name("network"),
-        upstream=_read_upstream(reader),
+        upstreams=_read_upstreams(reader, registry_major_version(registry_image)),
         users=reader.users("users"),
         cache_client_networks=reader.networks("cacheClientNetworks"),
         https_port=reader.port("httpsPort", 443),
@@ -252,6 +273,7 @@ def load_settings(raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str]
         host_address=reader.ip_address("hostAddress", "127.0.0.1"),
         tls=_read_tls(reader),
         retain_data=reader.boolean("retainData", False),
+        unified_endpoint=reader.boolean("unifiedEndpoint", False),
     )
     _check_combinations(settings)
     return _with_mirror_settings(settings, raw, secret_keys)
@@ -278,17 +300,17 @@ def _validated_stack_name(stack: str) -> str:
     return name
 
 
-def _read_upstream(reader: _Reader) -> Upstream:
-    url = reader.url("upstreamUrl", DOCKER_HUB_URL)
-    username = reader.string("upstreamUsername", "")
-    password = reader.secret("upstreamPassword")
-    if bool(username) != (password is not None):
-        raise ConfigError(
-            f"{PROJECT}:upstreamUsername and {PROJECT}:upstreamPassword must be set together "
-            f"(upstreamUsername={username!r}, upstreamPassword={'set' if password else 'unset'}): "
-            f"set both, or neither for an anonymous upstream"
-        )
-    return Upstream(url=url, username=username, password=password)
+def _read_upstreams(reader: _Reader, registry_major: int) -> tuple[Upstream, ...]:
+    try:
+        upstreams = parse_upstreams(reader.string_list("upstreams", list(DEFAULT_UPSTREAMS)), registry_major)
+        credentials = parse_credentials(reader.secret_list("upstreamCredentials"), upstreams)
+    except UpstreamError as error:
+        raise ConfigError(str(error)) from None
+    return tuple(
+        replace(u, username=credentials[u.name][0], password=Secret(credentials[u.name][1]))
+        if u.name in credentials else u
+        for u in upstreams
+    )
 
 
 def _read_tls(reader: _Reader) -> TlsSettings:
@@ -323,6 +345,19 @@ def _read_tls(reader: _Reader) -> TlsSettings:
 
 
 def _check_combinations(settings: Settings) -> None:
+    if settings.unified_endpoint and not settings.enable_build:
+        raise ConfigError(
+            f"{PROJECT}:unifiedEndpoint is true but {PROJECT}:enableBuild is false: the unified "
+            "endpoint takes pushes into the build registry. Enable the build registry, or set "
+            "unifiedEndpoint false"
+        )
+    hostnames = list(settings.hostnames)
+    for name in hostnames:
+        if hostnames.count(name) > 1:
+            raise ConfigError(
+                f"two registries would share the hostname {name!r}: rename the upstream in "
+                f"{PROJECT}:upstreams whose name makes it"
+            )
     if settings.enable_build and not settings.users:
         raise ConfigError(
             f"{PROJECT}:users is empty but {PROJECT}:enableBuild is true: the build registry "
@@ -453,8 +488,6 @@ class _Reader:
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
             raise self._fail(key, value, f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
-        if key == "upstreamUrl" and parts.path not in ("", "/"):
-            raise self._fail(key, value, "a registry URL is the root of its host: drop the path")
         return value
 
     def ip_address(self, key: str, default: str) -> str:
@@ -479,6 +512,33 @@ class _Reader:
             except ValueError:
                 raise self._fail(key, item, "expected a CIDR range such as 10.0.0.0/8") from None
         return tuple(networks)
+
+    def string_list(self, key: str, default: list[str]) -> list[str]:
+        value = self._get(key)
+        if value is None or value == "":
+            return default
+        items = _as_json(value)
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise self._fail(key, value, "expected a list of strings")
+        if key in self._secret_keys:
+            raise ConfigError(f"{PROJECT}:{key} is not a secret setting: set it without --secret")
+        return items
+
+    def secret_list(self, key: str) -> list[str]:
+        """A list whose entries hold secrets: the whole key must be a Pulumi secret."""
+        value = self._get(key)
+        if value is None or value == "" or value == "[]":
+            return []
+        if key not in self._secret_keys:
+            raise ConfigError(
+                f"{PROJECT}:{key} is stored in plain text: it must be a secret. Remove it "
+                f"(`pulumi config rm {PROJECT}:{key}`) and add each entry with "
+                f"`pulumi config set --secret --path '{PROJECT}:{key}[0]' <entry>`"
+            )
+        items = _as_json(value)
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{PROJECT}:{key}=**** is invalid: expected a list of strings")
+        return items
 
     def pem(self, key: str) -> str:
         value = self.string(key, "")

@@ -64,7 +64,7 @@ def test_secret_keys_are_marked_secret_in_their_description():
     config = project_config()
     refused = {key for key, spec in config.items() if _refuses_plain_text(key, spec)}
     marked = {key for key, spec in config.items() if spec["description"].startswith("(secret)")}
-    assert {"users", "upstreamPassword"} <= refused  # the check finds what it looks for
+    assert {"users", "upstreamCredentials"} <= refused  # the check finds what it looks for
     assert refused == marked
 
 

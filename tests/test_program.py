@@ -356,8 +356,8 @@ def test_no_secret_in_plain_text_in_the_stack_matrix(stack, build, cache):
 @cache
 def declared_with_upstream_credentials(stack: str) -> Declaration:
     values, secrets = matrix_config(stack, True, True)
-    values.update(upstreamUsername="robot", upstreamPassword=UPSTREAM_PASSWORD)
-    return declare(values, secret_keys=(*secrets, "upstreamPassword"), stack=stack)
+    values.update(upstreamCredentials=[f"docker=robot:{UPSTREAM_PASSWORD}"])
+    return declare(values, secret_keys=(*secrets, "upstreamCredentials"), stack=stack)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -403,9 +403,9 @@ def fingerprint(declaration: Declaration) -> list[tuple[str, str, str, str, str]
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_declaring_twice_gives_identical_inputs(stack):
     values, secrets = matrix_config(stack, True, True)
-    values.update(upstreamUsername="robot", upstreamPassword=UPSTREAM_PASSWORD,
-                  cacheClientNetworks=["10.0.0.0/8"])
-    secrets = (*secrets, "upstreamPassword")
+    values.update(upstreamCredentials=[f"docker=robot:{UPSTREAM_PASSWORD}"], cacheClientNetworks=["10.0.0.0/8"],
+                  upstreams=["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io"], unifiedEndpoint=True)
+    secrets = (*secrets, "upstreamCredentials")
     first = declare(values, secret_keys=secrets, stack=stack)
     second = declare(values, secret_keys=secrets, stack=stack)
     assert len(first.resources) == len(second.resources) > 0
@@ -420,8 +420,8 @@ def test_declaring_twice_gives_identical_inputs(stack):
         pytest.param({"enableBuild": False, "httpsPort": "99999"}, (), "dev",
                      "registry-stack:httpsPort='99999'", None, id="bad-port"),
         pytest.param({"enableBuild": True}, (), "dev", "registry-stack:users is empty", None, id="no-users"),
-        pytest.param({"enableBuild": False, "upstreamUsername": "robot", "upstreamPassword": UPSTREAM_PASSWORD},
-                     (), "dev", "registry-stack:upstreamPassword is stored in plain text", UPSTREAM_PASSWORD,
+        pytest.param({"enableBuild": False, "upstreamCredentials": [f"docker=robot:{UPSTREAM_PASSWORD}"]},
+                     (), "dev", "registry-stack:upstreamCredentials is stored in plain text", UPSTREAM_PASSWORD,
                      id="plain-upstream-password"),
         pytest.param({"enableBuild": False}, (), "bad_stack", "stack name 'bad_stack'", None, id="bad-stack"),
         pytest.param({"enableBuild": False, "tlsMode": "letsencrypt"}, (), "prod",

@@ -33,7 +33,7 @@ def make(stack: str = "dev", **values: Any):
     for key, value in values.items():
         raw[key] = json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(
             value, bool) else str(value)
-    return load_settings(raw, {"users", "upstreamPassword"}, stack)
+    return load_settings(raw, {"users", "upstreamCredentials"}, stack)
 
 
 def hashed(settings) -> list[tuple[str, str]]:

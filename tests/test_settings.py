@@ -26,7 +26,7 @@ from components.settings import (
 P = "registry-stack"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
-SECRETS = {"users", "upstreamPassword"}
+SECRETS = {"users", "upstreamCredentials"}
 
 
 def users_json(*entries: str) -> str:
@@ -93,22 +93,49 @@ BAD_CONFIGS = [
         "existing Docker network"),
     bad("network-leading-dash", {**NO_BUILD, "network": "-net"}, f"{P}:network='-net'", "Docker network"),
     # upstream
-    bad("upstream-no-scheme", {**NO_BUILD, "upstreamUrl": "registry-1.docker.io"},
-        f"{P}:upstreamUrl='registry-1.docker.io'", "https:// or http://"),
-    bad("upstream-host-port-no-scheme", {**NO_BUILD, "upstreamUrl": "mirror.example.com:5000"},
-        f"{P}:upstreamUrl='mirror.example.com:5000'", "https:// or http://"),
-    bad("upstream-ftp", {**NO_BUILD, "upstreamUrl": "ftp://mirror.example.com"},
-        f"{P}:upstreamUrl='ftp://mirror.example.com'", "https:// or http://"),
-    bad("upstream-with-path", {**NO_BUILD, "upstreamUrl": "https://ghcr.io/v2"},
-        f"{P}:upstreamUrl='https://ghcr.io/v2'", "drop the path"),
-    bad("upstream-username-only", {**NO_BUILD, "upstreamUsername": "robot"},
-        f"{P}:upstreamUsername", f"{P}:upstreamPassword", "'robot'", "set both"),
-    bad("upstream-password-only", {**NO_BUILD, "upstreamPassword": "tok-XYZZY-4242"},
-        f"{P}:upstreamUsername", f"{P}:upstreamPassword", "set both",
-        secret_keys={"upstreamPassword"}, hidden=("tok-XYZZY-4242",)),
-    bad("upstream-password-plain-text", {**NO_BUILD, "upstreamUsername": "robot", "upstreamPassword": "tok-XYZZY-4242"},
-        f"{P}:upstreamPassword", "plain text", f"pulumi config set --secret {P}:upstreamPassword",
+    bad("upstream-no-scheme", {**NO_BUILD, "upstreams": json.dumps(["docker=registry-1.docker.io"])},
+        f"{P}:upstreams[0]='docker=registry-1.docker.io'", "https:// or http://"),
+    bad("upstream-host-port-no-scheme", {**NO_BUILD, "upstreams": json.dumps(["m=mirror.example.com:5000"])},
+        f"{P}:upstreams[0]='m=mirror.example.com:5000'", "https:// or http://"),
+    bad("upstream-ftp", {**NO_BUILD, "upstreams": json.dumps(["m=ftp://mirror.example.com"])},
+        f"{P}:upstreams[0]='m=ftp://mirror.example.com'", "https:// or http://"),
+    bad("upstream-with-path", {**NO_BUILD, "upstreams": json.dumps(["ghcr=https://ghcr.io/v2"])},
+        f"{P}:upstreams[0]='ghcr=https://ghcr.io/v2'", "drop the path"),
+    bad("upstream-without-name", {**NO_BUILD, "upstreams": json.dumps(["https://ghcr.io"])},
+        f"{P}:upstreams[0]='https://ghcr.io'", "name=https://host"),
+    bad("upstream-bad-name", {**NO_BUILD, "upstreams": json.dumps(["GHCR_io=https://ghcr.io"])},
+        f"{P}:upstreams[0]='GHCR_io=https://ghcr.io'", "lowercase"),
+    bad("upstream-duplicate-name", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io", "a=https://quay.io"])},
+        f"{P}:upstreams[1]", "'a' twice", "unique"),
+    bad("upstream-duplicate-url", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io", "b=https://ghcr.io/"])},
+        f"{P}:upstreams[1]", "https://ghcr.io", "'a'"),
+    bad("upstream-unknown-option", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io;max=3"])},
+        f"{P}:upstreams[0]", "'max'", "ttl"),
+    bad("upstream-bad-ttl", {**NO_BUILD, "registryImage": "registry:3.0.0",
+                             "upstreams": json.dumps(["a=https://ghcr.io;ttl=week"])},
+        f"{P}:upstreams[0]", "'week'", "168h"),
+    bad("upstream-ttl-on-registry-2", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io;ttl=72h"])},
+        f"{P}:upstreams[0]", "registry 2.x", "3.x"),
+    bad("upstreams-empty", {**NO_BUILD, "upstreams": "[]"}, f"{P}:upstreams is empty", "enableCache false"),
+    bad("upstream-not-a-list", {**NO_BUILD, "upstreams": json.dumps({"a": "https://ghcr.io"})},
+        f"{P}:upstreams", "list of strings"),
+    bad("upstream-credentials-malformed", {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=robot"])},
+        f"{P}:upstreamCredentials[0]=****", "name=username:password",
+        secret_keys={"upstreamCredentials"}, hidden=("robot",)),
+    bad("upstream-credentials-unknown-upstream",
+        {**NO_BUILD, "upstreamCredentials": json.dumps(["quay=robot:tok-XYZZY-4242"])},
+        f"{P}:upstreamCredentials[0]", "'quay'", "docker",
+        secret_keys={"upstreamCredentials"}, hidden=("tok-XYZZY-4242",)),
+    bad("upstream-credentials-twice",
+        {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=a:tok-XYZZY-4242", "docker=b:tok-XYZZY-4243"])},
+        f"{P}:upstreamCredentials[1]", "twice", secret_keys={"upstreamCredentials"},
+        hidden=("tok-XYZZY-4242", "tok-XYZZY-4243")),
+    bad("upstream-credentials-plain-text",
+        {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])},
+        f"{P}:upstreamCredentials", "plain text", f"pulumi config set --secret --path '{P}:upstreamCredentials[0]'",
         hidden=("tok-XYZZY-4242",)),
+    bad("unified-without-build", {**NO_BUILD, "unifiedEndpoint": "true"},
+        f"{P}:unifiedEndpoint", f"{P}:enableBuild", "unifiedEndpoint false"),
     # users
     bad("users-plain-text", {"users": users_json("alice:hunter2hunter2")},
         f"{P}:users", "plain text", "--secret", hidden=("hunter2hunter2",)),
@@ -303,7 +330,7 @@ def test_normalisation():
     settings = load({
         **NO_BUILD,
         "domain": "Corp.Example.COM.",
-        "upstreamUrl": "https://ghcr.io/",
+        "upstreams": json.dumps(["ghcr=https://ghcr.io/"]),
         "dataPath": "/srv/registry/",
         "cacheClientNetworks": json.dumps(["10.1.2.3/8", "192.168.7.0/24", "fd00::/8"]),
         "registryImage": " registry:3.0.0 ",
@@ -311,14 +338,16 @@ def test_normalisation():
     assert settings.domain == "corp.example.com"
     assert settings.build_hostname == "docker-build.corp.example.com"
     assert settings.upstream.url == "https://ghcr.io"
+    assert settings.cache_hostname == "ghcr-cache.corp.example.com"
+    assert settings.docker_hub_cache is None
     assert settings.data_path == "/srv/registry"
     assert settings.cache_client_networks == ("10.0.0.0/8", "192.168.7.0/24", "fd00::/8")
     assert settings.registry_image == "registry:3.0.0"
 
 
 def test_upstream_credentials():
-    settings = load({**NO_BUILD, "upstreamUrl": "http://mirror.internal:5000", "upstreamUsername": "robot",
-                     "upstreamPassword": "tok-XYZZY-4242"})
+    settings = load({**NO_BUILD, "upstreams": json.dumps(["docker=http://mirror.internal:5000"]),
+                     "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])})
     assert settings.upstream.url == "http://mirror.internal:5000"
     assert settings.upstream.has_credentials
     assert settings.upstream.username == "robot"
@@ -326,8 +355,8 @@ def test_upstream_credentials():
     assert "tok-XYZZY-4242" not in repr(settings)
 
 
-def test_empty_secret_upstream_password_means_anonymous():
-    settings = load({**NO_BUILD, "upstreamUsername": "", "upstreamPassword": ""})
+def test_empty_upstream_credentials_mean_anonymous():
+    settings = load({**NO_BUILD, "upstreamCredentials": "[]"})
     assert not settings.upstream.has_credentials
 
 
@@ -419,10 +448,38 @@ def test_secret_never_shows_its_value():
 
 
 def test_settings_repr_never_shows_any_password():
-    settings = load({"users": users_json(*USERS), "upstreamUsername": "robot", "upstreamPassword": "tok-XYZZY-4242"})
+    settings = load({"users": users_json(*USERS), "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])})
     shown = repr(settings)
     for text in ("correct-horse-1", "battery-staple-2", "tok-XYZZY-4242"):
         assert text not in shown
+
+
+def test_several_upstreams_get_a_cache_and_hostname_each():
+    settings = load(with_users(
+        registryImage="registry:3.0.0",
+        upstreams=json.dumps(["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io;ttl=72h"]),
+        upstreamCredentials=json.dumps(["ghcr=robot:tok-XYZZY-4242"]),
+        unifiedEndpoint="true",
+    ))
+    docker_hub, ghcr = settings.upstreams
+    assert (docker_hub.role, ghcr.role) == ("cache", "ghcr-cache")
+    assert (docker_hub.standby_role, ghcr.standby_role) == ("cache-standby", "ghcr-cache-standby")
+    assert ghcr.ttl == "72h" and ghcr.username == "robot" and ghcr.password.reveal() == "tok-XYZZY-4242"
+    assert not docker_hub.has_credentials
+    assert settings.docker_hub_cache == docker_hub
+    assert settings.hostnames == (
+        "docker-build.dev.internal.network",
+        "docker-cache.dev.internal.network",
+        "ghcr-cache.dev.internal.network",
+        "registry.dev.internal.network",
+    )
+
+
+def test_cache_off_means_no_caches_even_with_upstreams():
+    settings = load(with_users(enableCache="false", upstreams=json.dumps(["ghcr=https://ghcr.io"])))
+    assert settings.caches == ()
+    assert settings.docker_hub_cache is None
+    assert settings.hostnames == ("docker-build.dev.internal.network",)
 
 
 def test_url_for_omits_the_default_https_port():

@@ -119,6 +119,23 @@ def realize(
     return declaration, mocks.realized
 
 
+def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: dict[str, Any]) -> None:
+    """Play a `pulumi up` with changed config over a realized stack.
+
+    The network and volumes stay; every container is replaced (deleted, then created from
+    the new config), as pulumi-docker does with delete_before_replace. `stack` is updated in
+    place; its original teardown still removes everything by name.
+    """
+    values = {**stack.values, **overrides}
+    mocks = RealizingMocks(client, update=True)
+    declaration = declare(values, secret_keys=("users",), stack=stack.stack, mocks=mocks)
+    if mocks.errors:
+        raise mocks.errors[0]
+    stack.values = values
+    stack.declaration = declaration
+    stack.realized.containers.update(mocks.realized.containers)
+
+
 # -- host-side trust: names and CA, as a user would set them up -----------------------------
 
 
@@ -397,7 +414,7 @@ def realized_stack(
     values = e2e_values(stack_file, {
         "httpsPort": https_port,
         "users": [f"admin:{password}"],
-        "upstreamUrl": f"http://{upstream_alias}:5000",
+        "upstreams": [f"docker=http://{upstream_alias}:5000"],
         **(overrides or {}),
     })
     cleanups: list[Callable[[], None]] = []
@@ -649,46 +666,3 @@ def plain_http_answer(host: str, port: int, path: str) -> tuple[int, str]:
         return answer.status, answer.getheader("Location") or ""
     finally:
         connection.close()
-
-
-# -- replacing a stack's containers, as `pulumi up` does when their config changes ----------
-
-
-def _guests_on(network: Any, stack_containers: set[str]) -> dict[str, list[str]]:
-    """Containers the test started on the stack's network, with their aliases there."""
-    network.reload()
-    guests = {}
-    for container in network.containers:
-        if container.name in stack_containers:
-            continue
-        settings = container.attrs["NetworkSettings"]["Networks"][network.name]
-        short_id = container.id[:12]
-        guests[container.name] = [a for a in settings.get("Aliases") or [] if a != short_id]
-    return guests
-
-
-def replace_stack_containers(stack: RealizedStack) -> None:
-    """Remove every container of the stack and its network, keep the volumes, realize again.
-
-    This is what a `pulumi up` replacement does to the front (delete, then create from the
-    same config on the same volumes), for every container at once. Containers the test
-    started on the network (the stand-in upstream, an ACME server) keep running and join
-    the new network under the same aliases, so their state survives: Pebble keeps its
-    orders and roots in memory only.
-    """
-    client = stack.realized.client
-    assert len(stack.realized.networks) == 1, "the stack must create its own network"
-    network = client.networks.get(stack.realized.networks[0])
-    guests = _guests_on(network, set(stack.realized.containers))
-    for name in guests:
-        network.disconnect(name)
-    stack.realized.teardown(keep_volumes=True)
-
-    def rejoin(new_network: str) -> None:
-        for name, aliases in guests.items():
-            client.networks.get(new_network).connect(name, aliases=aliases)
-
-    declaration, realized = realize(client, stack.values, ("users",), stack.stack, on_network=rejoin)
-    stack.declaration = declaration
-    stack.realized = realized
-    stack.extra_cleanups.append(realized.teardown)

@@ -1,0 +1,146 @@
+"""The registries the site caches: the `upstreams` list and its `upstreamCredentials`.
+
+Each entry of `upstreams` is `name=url` with optional `;ttl=<duration>` (registry 3.x
+only), e.g. `docker=https://registry-1.docker.io` or `ghcr=https://ghcr.io;ttl=72h`.
+Each upstream gets its own cache registry and hostname `<name>-cache.<domain>`; the one
+named `docker` is Docker Hub's, the mirror daemons use (`docker-cache.<domain>`).
+`upstreamCredentials` is a secret list of `name=username:password` entries.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+PROJECT = "registry-stack"
+DOCKER_HUB_NAME = "docker"
+DOCKER_HUB_URL = "https://registry-1.docker.io"
+DEFAULT_UPSTREAMS = (f"{DOCKER_HUB_NAME}={DOCKER_HUB_URL}",)
+
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+_DURATION = re.compile(r"^(?:\d+h)?(?:\d+m)?(?:\d+s)?$")
+ENTRY_FORMAT = '"name=https://host[;ttl=168h]"'
+
+
+class UpstreamError(ValueError):
+    """Raised with a message that names the key, the value and the fix."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One registry the site caches, and where its cache lives."""
+
+    name: str
+    url: str
+    username: str = ""
+    password: Any = None  # settings.Secret; typed loosely to keep this module standalone
+    ttl: str = ""
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.password is not None
+
+    @property
+    def role(self) -> str:
+        """Container role: `cache` for Docker Hub's cache, `<name>-cache` for the others."""
+        return "cache" if self.name == DOCKER_HUB_NAME else f"{self.name}-cache"
+
+    @property
+    def standby_role(self) -> str:
+        return f"{self.role}-standby"
+
+    def hostname(self, domain: str) -> str:
+        return f"{self.name}-cache.{domain}"
+
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.name == DOCKER_HUB_NAME
+
+
+def parse_upstreams(entries: list[Any], registry_major: int) -> tuple[Upstream, ...]:
+    """Validate the `upstreams` list (without credentials)."""
+    if not entries:
+        raise UpstreamError(
+            f"{PROJECT}:upstreams is empty: the cache needs at least one upstream, for example "
+            f"`pulumi config set --path '{PROJECT}:upstreams[0]' '{DEFAULT_UPSTREAMS[0]}'`, "
+            f"or set {PROJECT}:enableCache false"
+        )
+    upstreams: list[Upstream] = []
+    for index, entry in enumerate(entries):
+        upstream = _parse_entry(index, str(entry), registry_major)
+        _reject_duplicate(upstreams, upstream, index)
+        upstreams.append(upstream)
+    return tuple(upstreams)
+
+
+def _parse_entry(index: int, entry: str, registry_major: int) -> Upstream:
+    key = f"{PROJECT}:upstreams[{index}]"
+    name, equals, rest = entry.partition("=")
+    url, _, options = rest.partition(";")
+    name, url = name.strip(), url.strip().rstrip("/")
+    if not equals or not _NAME.match(name):
+        raise UpstreamError(
+            f"{key}={entry!r} is invalid: expected {ENTRY_FORMAT} with a name of lowercase "
+            "letters, digits and '-' (it becomes the hostname <name>-cache.<domain>)"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UpstreamError(f"{key}={entry!r} is invalid: the URL must start with https:// or http://")
+    if parts.path not in ("", "/"):
+        raise UpstreamError(f"{key}={entry!r} is invalid: a registry URL is the root of its host: drop the path")
+    ttl = _parse_options(key, entry, options)
+    if ttl and registry_major < 3:
+        raise UpstreamError(
+            f"{key}={entry!r} sets ttl, which registry 2.x does not support (it keeps cached "
+            "content 7 days): drop ;ttl=..., or set registryImage to a 3.x tag"
+        )
+    return Upstream(name=name, url=url, ttl=ttl)
+
+
+def _parse_options(key: str, entry: str, options: str) -> str:
+    ttl = ""
+    for option in filter(None, (o.strip() for o in options.split(";"))):
+        option_name, _, value = option.partition("=")
+        if option_name != "ttl":
+            raise UpstreamError(f"{key}={entry!r} has unknown option {option_name!r}: the only option is ttl")
+        if not value or not _DURATION.match(value):
+            raise UpstreamError(f"{key}={entry!r} has ttl={value!r}: expected a duration such as 168h or 30m")
+        ttl = value
+    return ttl
+
+
+def _reject_duplicate(known: list[Upstream], upstream: Upstream, index: int) -> None:
+    for other in known:
+        if other.name == upstream.name:
+            raise UpstreamError(
+                f"{PROJECT}:upstreams[{index}] names upstream {upstream.name!r} twice: "
+                "each name (and so each hostname <name>-cache.<domain>) must be unique"
+            )
+        if other.url == upstream.url:
+            raise UpstreamError(
+                f"{PROJECT}:upstreams[{index}] caches {upstream.url} again (already as "
+                f"{other.name!r}): one cache per upstream"
+            )
+
+
+def parse_credentials(entries: list[Any], upstreams: tuple[Upstream, ...]) -> dict[str, tuple[str, str]]:
+    """`name=username:password` entries -> {name: (username, password)}; never echoes a password."""
+    names = {u.name for u in upstreams}
+    result: dict[str, tuple[str, str]] = {}
+    for index, entry in enumerate(entries):
+        key = f"{PROJECT}:upstreamCredentials[{index}]"
+        name, equals, credentials = str(entry).partition("=")
+        username, colon, password = credentials.partition(":")
+        if not equals or not colon or not username or not password:
+            raise UpstreamError(f'{key}=**** is invalid: expected "name=username:password"')
+        if name not in names:
+            raise UpstreamError(
+                f"{key} is for upstream {name!r}, which {PROJECT}:upstreams does not list "
+                f"(it has {', '.join(sorted(names))})"
+            )
+        if name in result:
+            raise UpstreamError(f"{key} gives credentials for {name!r} twice: keep one entry per upstream")
+        result[name] = (username, password)
+    return result
