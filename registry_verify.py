@@ -8,8 +8,9 @@ It performs the original write-up's validation, one PASS/FAIL/SKIP line per chec
 - build registry: `/v2/` challenges anonymous clients with Basic auth, answers the user,
   `/v2/_catalog`, a repository's tags and a manifest (as the user), and an
   unauthenticated push is refused (401);
-- cache registry: `/v2/` and `/v2/_catalog` answer anonymously, a cached repository's tags
-  and a manifest, and a push is refused with a registry-style 405 UNSUPPORTED.
+- every cache registry (`cacheUrls`: one per upstream; `cacheUrl` on older stacks):
+  `/v2/` and `/v2/_catalog` answer anonymously, a cached repository's tags and a manifest,
+  and a push is refused with a registry-style 405 UNSUPPORTED.
 
 The stack's outputs come from `pulumi stack output --json` (`--stack NAME`) or from a JSON
 file (`--outputs FILE`, `-` for stdin). The build user's password comes from the
@@ -69,7 +70,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Registry:
-    role: str  # "build" or "cache"
+    role: str  # "build", "cache" (Docker Hub's cache) or "<upstream>-cache"
     url: str
 
     @property
@@ -80,17 +81,20 @@ class Registry:
     def port(self) -> int:
         return urlsplit(self.url).port or 443
 
+    @property
+    def is_build(self) -> bool:
+        return self.role == "build"
+
 
 @dataclass(frozen=True)
 class StackOutputs:
-    build: Registry | None
-    cache: Registry | None
+    registries: tuple[Registry, ...]  # the build registry first, then every cache
     ca_cert_pem: str
     login_user: str  # the user of the dockerLogin output, "" when there is none
 
     @property
-    def registries(self) -> list[Registry]:
-        return [r for r in (self.build, self.cache) if r is not None]
+    def build(self) -> Registry | None:
+        return next((r for r in self.registries if r.is_build), None)
 
 
 def parse_outputs(outputs: Mapping[str, Any]) -> StackOutputs:
@@ -98,21 +102,33 @@ def parse_outputs(outputs: Mapping[str, Any]) -> StackOutputs:
     for key in ("buildUrl", "cacheUrl"):
         if key not in outputs:
             raise UsageError(f"the stack outputs have no {key}: is this a registry-stack stack after `pulumi up`?")
-    for key in ("buildUrl", "cacheUrl", "caCertPem", "dockerLogin"):
+    for key in ("buildUrl", "cacheUrl", "cacheUrls", "caCertPem", "dockerLogin"):
         if outputs.get(key) == "[secret]":
             raise UsageError(f"output {key} is a secret; registry-stack outputs are plain: update the stack")
-    registries = {}
-    for role, key in (("build", "buildUrl"), ("cache", "cacheUrl")):
-        url = str(outputs.get(key) or "").rstrip("/")
-        if url and (urlsplit(url).scheme != "https" or not urlsplit(url).hostname):
-            raise UsageError(f"output {key}={url!r} is not an https URL")
-        registries[role] = Registry(role, url) if url else None
+    registries = [Registry("build", _https_url("buildUrl", outputs.get("buildUrl")))]
+    registries += [Registry(role, url) for role, url in _cache_urls(outputs).items()]
     return StackOutputs(
-        build=registries["build"],
-        cache=registries["cache"],
+        registries=tuple(r for r in registries if r.url),
         ca_cert_pem=str(outputs.get("caCertPem") or ""),
         login_user=_user_of_login_line(str(outputs.get("dockerLogin") or "")),
     )
+
+
+def _cache_urls(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """role -> URL of every cache: `cacheUrls` (one per upstream), else the single `cacheUrl`."""
+    by_upstream = outputs.get("cacheUrls")
+    if not isinstance(by_upstream, dict):
+        return {"cache": _https_url("cacheUrl", outputs.get("cacheUrl"))}
+    # Docker Hub's cache ("docker") is the `cache` container and docker-cache.<domain>.
+    roles = {name: "cache" if name == "docker" else f"{name}-cache" for name in sorted(by_upstream)}
+    return {roles[name]: _https_url(f"cacheUrls.{name}", by_upstream[name]) for name in roles}
+
+
+def _https_url(key: str, value: Any) -> str:
+    url = str(value or "").rstrip("/")
+    if url and (urlsplit(url).scheme != "https" or not urlsplit(url).hostname):
+        raise UsageError(f"output {key}={url!r} is not an https URL")
+    return url
 
 
 def _user_of_login_line(line: str) -> str:
@@ -412,10 +428,8 @@ def _tags(client: Client, credentials: Credentials | None, repository: str) -> l
 def check_tags(client: Client, credentials: Credentials | None, image: Image) -> str:
     if not image.repository:
         role = client.registry.role
-        action = "push an image" if role == "build" else "pull an image through the cache"
-        raise CheckSkippedError(
-            f"no repository with a tag in the catalog: {action}, or name one with --{role}-repository"
-        )
+        action = "push an image" if client.registry.is_build else "pull an image through the cache"
+        raise CheckSkippedError(f"no repository with a tag in the catalog: {action}, or name one with --image {role}=")
     answer = client.request("GET", f"/v2/{quote(image.repository)}/tags/list", credentials)
     expect(answer.status == 200, f"{image.repository}: {describe(answer)}, expected 200")
     tags = _tags_of(answer)
@@ -508,7 +522,7 @@ def verify_registry(client: Client, credentials: Credentials | None, image: Imag
     if tls.status == FAIL and "certificate not trusted" in tls.detail and "mismatch" not in tls.detail:
         tls = Result(FAIL, role, "TLS", f"{tls.detail}; {tls_failure_hint(client)}")
     yield tls
-    checks = build_checks(client, credentials, image) if role == "build" else cache_checks(client, image)
+    checks = build_checks(client, credentials, image) if client.registry.is_build else cache_checks(client, image)
     for name, check in checks:
         if tls.status == FAIL:
             # Every request would fail the same way; one FAIL line says it.
@@ -540,12 +554,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="connect to ADDRESS for HOST:PORT, keeping HOST for TLS and Host (like curl); repeatable",
     )
     parser.add_argument("--address", default="", help="connect to ADDRESS for every registry name (no DNS needed)")
-    parser.add_argument("--build-repository", default="", metavar="REPO[:TAG]",
-                        help="image to look at on the build registry (default: the first tagged one in its catalog)")
-    parser.add_argument("--cache-repository", default="", metavar="REPO[:TAG]",
-                        help="image to look at on the cache (default: the first tagged one in its catalog)")
+    parser.add_argument(
+        "--image", action="append", default=[], metavar="ROLE=REPO[:TAG]",
+        help="image whose tags and manifest to check on one registry: ROLE is build, cache or <upstream>-cache "
+        "(default: the first tagged repository of its catalog); repeatable",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     return parser.parse_args(argv)
+
+
+def parse_images(specs: Sequence[str], registries: Sequence[Registry]) -> dict[str, Image]:
+    roles = [r.role for r in registries]
+    images: dict[str, Image] = {}
+    for spec in specs:
+        role, equals, reference = spec.partition("=")
+        if not equals or not reference or role not in roles:
+            raise UsageError(f"--image {spec!r}: expected ROLE=REPO[:TAG] with ROLE one of {', '.join(roles)}")
+        images[role] = split_image(reference)
+    return images
 
 
 def read_credentials(user: str, build: Registry, environ: Mapping[str, str], stdin: TextIO) -> Credentials | None:
@@ -570,6 +596,7 @@ def main(
     try:
         outputs = parse_outputs(read_outputs(args.stack, args.outputs, stdin))
         resolves = [parse_resolve(spec) for spec in args.resolve]
+        images = parse_images(args.image, outputs.registries)
         trust = trust_for(outputs, args.ca_file)
     except UsageError as error:
         print(f"verify: {error}", file=sys.stderr)
@@ -578,16 +605,14 @@ def main(
         print("SKIP  -      nothing to verify: buildUrl and cacheUrl are empty (both registries are off)", file=out)
         return 0
 
-    credentials = None
-    if outputs.build is not None:
-        credentials = read_credentials(args.user or outputs.login_user, outputs.build, environ, stdin)
+    build = outputs.build
+    credentials = read_credentials(args.user or outputs.login_user, build, environ, stdin) if build else None
     results: list[Result] = []
     for registry in outputs.registries:
         client = Client(registry, trust, connect_address(registry, resolves, args.address), args.timeout)
-        wanted = args.build_repository if registry.role == "build" else args.cache_repository
         via = f" via {client.address}" if client.address else ""
         print(f"--    {registry.role:<5}  {registry.url}{via}", file=out)
-        for result in verify_registry(client, credentials, split_image(wanted)):
+        for result in verify_registry(client, credentials, images.get(registry.role, Image())):
             print(result.line(), file=out, flush=True)
             results.append(result)
     return summarize(results, out)

@@ -36,6 +36,7 @@ from tests.harness import SecretValue, declare
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_HOST = "docker-build.verify.test"
 CACHE_HOST = "docker-cache.verify.test"
+GHCR_HOST = "ghcr-cache.verify.test"
 USER, PASSWORD = "ci", "Verify-Pa55word-q81z"
 DIGEST = "sha256:" + "ab" * 32
 
@@ -128,7 +129,7 @@ class FakeFront(http.server.BaseHTTPRequestHandler):
         self.seen_hosts.append(host)
         if host == BUILD_HOST:
             self._build()
-        elif host == CACHE_HOST:
+        elif host in (CACHE_HOST, GHCR_HOST):
             self._cache()
         else:
             self._error(404, "NAME_UNKNOWN")
@@ -192,12 +193,12 @@ class Fake:
         return outputs
 
     def resolve_args(self) -> list[str]:
-        return [f"--resolve={host}:{self.port}:127.0.0.1" for host in (BUILD_HOST, CACHE_HOST)]
+        return [f"--resolve={host}:{self.port}:127.0.0.1" for host in (BUILD_HOST, CACHE_HOST, GHCR_HOST)]
 
 
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[Fake]:
-    pki = make_pki(tmp_path, [BUILD_HOST, CACHE_HOST])
+    pki = make_pki(tmp_path, [BUILD_HOST, CACHE_HOST, GHCR_HOST])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.cert_file, pki.key_file)
     sni: list[str] = []
@@ -266,7 +267,7 @@ def test_a_healthy_stack_passes_every_check_through_resolve(fake: Fake) -> None:
 
 
 def test_address_sends_every_name_to_one_address(fake: Fake) -> None:
-    run = verify(fake, "--address", "127.0.0.1", "--build-repository", "team/app:latest")
+    run = verify(fake, "--address", "127.0.0.1", "--image", "build=team/app:latest")
     assert run.code == 0, run.out
     assert "team/app:latest is " in run.out
 
@@ -338,9 +339,24 @@ def test_an_empty_catalog_skips_tags_and_manifest_without_failing(fake: Fake) ->
 
 
 def test_a_named_image_that_is_missing_fails(fake: Fake) -> None:
-    run = verify(fake, *fake.resolve_args(), "--cache-repository", "library/alpine:9.9")
+    run = verify(fake, *fake.resolve_args(), "--image", "cache=library/alpine:9.9")
     assert run.code == 1
     assert run.status_of("cache", "tags") == "FAIL"
+
+
+def test_every_cache_of_cache_urls_is_checked(fake: Fake) -> None:
+    caches = {"docker": f"https://{CACHE_HOST}:{fake.port}", "ghcr": f"https://{GHCR_HOST}:{fake.port}"}
+    run = verify(fake, *fake.resolve_args(), outputs=fake.outputs(cacheUrls=caches))
+    assert run.code == 0, run.out
+    for role in ("cache", "ghcr-cache"):
+        assert run.status_of(role, "TLS") == "PASS" and run.status_of(role, "push") == "PASS"
+    assert GHCR_HOST in FakeFront.seen_hosts
+
+
+@pytest.mark.parametrize("spec", ["team/app:1.0", "nosuch=team/app", "build="])
+def test_a_bad_image_option_is_a_usage_error(fake: Fake, capsys: pytest.CaptureFixture[str], spec: str) -> None:
+    assert verify(fake, "--image", spec).code == 2
+    assert "ROLE=REPO[:TAG] with ROLE one of build, cache" in capsys.readouterr().err
 
 
 def test_only_the_registries_that_exist_are_checked(fake: Fake) -> None:
@@ -383,6 +399,7 @@ def test_stack_outputs_come_from_the_pulumi_cli(fake: Fake, tmp_path: Path) -> N
     [
         ({"cacheUrl": ""}, "no buildUrl"),
         ({"buildUrl": "[secret]", "cacheUrl": ""}, "is a secret"),
+        ({"buildUrl": "", "cacheUrl": "", "cacheUrls": {"ghcr": "ghcr-cache.x"}}, "cacheUrls.ghcr='ghcr-cache.x'"),
         ({"buildUrl": "http://docker-build.x", "cacheUrl": ""}, "not an https URL"),
     ],
 )

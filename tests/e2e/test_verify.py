@@ -76,7 +76,7 @@ def test_verify_passes_every_check_on_the_live_stack(
 ) -> None:
     stack, _ = skeleton
     build_image, cache_image = images_in_both_registries
-    result = run_verify(stack, tmp_path, "--build-repository", build_image, "--cache-repository", cache_image)
+    result = run_verify(stack, tmp_path, "--image", f"build={build_image}", "--image", f"cache={cache_image}")
     assert result.returncode == 0, result.stdout + result.stderr
     checks = check_lines(result)
     assert len(checks) == 13 and all(line.startswith("PASS") for line in checks), result.stdout
