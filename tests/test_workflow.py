@@ -1,0 +1,137 @@
+"""The GitHub Actions workflow users get: actionlint-clean, and shaped as docs/ci.md says."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+PULUMI_WORKFLOW = ROOT / ".github" / "workflows" / "pulumi.yml"
+CI_DOC = ROOT / "docs" / "ci.md"
+STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def actionlint() -> str:
+    """The actionlint of requirements-dev.txt: next to this Python (a venv) or on PATH."""
+    beside = Path(sys.executable).parent / "actionlint"
+    found = str(beside) if beside.exists() else shutil.which("actionlint")
+    if not found:
+        pytest.fail("actionlint is missing: pip install -r requirements-dev.txt")
+    return found
+
+
+def run_actionlint(*files: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [actionlint(), "-no-color", *map(str, files)], cwd=cwd, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+
+
+def test_there_is_a_workflow() -> None:
+    assert PULUMI_WORKFLOW in WORKFLOWS
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_actionlint_finds_nothing(workflow: Path) -> None:
+    result = run_actionlint(workflow)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_does_find_mistakes(tmp_path: Path) -> None:
+    """Guard against a linter that passes everything: a misspelt input and a bad expression."""
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    broken = folder / "broken.yml"
+    text = PULUMI_WORKFLOW.read_text().replace("stack-name: dev", "stak-name: dev")
+    broken.write_text(text.replace("${{ matrix.stack }}", "${{ matrix.stacks }}"))
+    result = run_actionlint(broken, cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'input "stak-name" is not defined in action "pulumi/actions' in result.stdout
+    assert "matrix.stacks" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# The shape docs/ci.md promises
+# ---------------------------------------------------------------------------------------
+
+
+def workflow() -> dict[str, Any]:
+    data = yaml.safe_load(PULUMI_WORKFLOW.read_text())
+    # YAML 1.1 reads the key `on` as True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def steps_of(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(job["steps"])
+
+
+def pulumi_step(job: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    (found,) = [(i, s) for i, s in enumerate(steps_of(job)) if str(s.get("uses", "")).startswith("pulumi/actions@")]
+    return found
+
+
+def test_triggers_are_pull_requests_and_pushes_to_main() -> None:
+    triggers = workflow()["on"]
+    assert triggers["pull_request"]["branches"] == ["main"]
+    assert triggers["push"]["branches"] == ["main"]
+
+
+def test_pull_requests_preview_every_stack() -> None:
+    job = workflow()["jobs"]["preview"]
+    assert "github.event_name == 'pull_request'" in job["if"]
+    assert sorted(job["strategy"]["matrix"]["stack"]) == STACKS == ["dev", "prod", "stage"]
+    assert job["strategy"]["fail-fast"] is False
+    _, step = pulumi_step(job)
+    assert step["with"]["command"] == "preview"
+    assert step["with"]["stack-name"] == "${{ matrix.stack }}"
+    assert job["permissions"]["pull-requests"] == "write"
+
+
+def test_pushes_to_main_deploy_dev_only() -> None:
+    jobs = workflow()["jobs"]
+    ups = {name: job for name, job in jobs.items() if pulumi_step(job)[1]["with"]["command"] == "up"}
+    assert list(ups) == ["up-dev"]
+    job = ups["up-dev"]
+    assert job["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert pulumi_step(job)[1]["with"]["stack-name"] == "dev"
+    assert job["concurrency"]["cancel-in-progress"] is False
+
+
+@pytest.mark.parametrize("job_name", ["preview", "up-dev"])
+def test_python_and_the_requirements_come_before_pulumi(job_name: str) -> None:
+    job = workflow()["jobs"][job_name]
+    index, _ = pulumi_step(job)
+    before = steps_of(job)[:index]
+    assert any(str(s.get("uses", "")).startswith("actions/setup-python@") for s in before)
+    install = "\n".join(str(s.get("run", "")) for s in before)
+    # Into the virtualenv Pulumi.yaml names, which is where the program runs.
+    runtime = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["runtime"]
+    venv = runtime["options"]["virtualenv"]
+    assert f"python -m venv {venv}" in install
+    assert f"{venv}/bin/pip install -r requirements.txt" in install
+
+
+def test_state_backend_and_passphrase_come_from_secrets() -> None:
+    env = workflow()["env"]
+    assert env["PULUMI_BACKEND_URL"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    assert env["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+    for job in workflow()["jobs"].values():
+        assert pulumi_step(job)[1]["with"]["cloud-url"] == "${{ env.PULUMI_BACKEND_URL }}"
+
+
+def test_every_secret_and_variable_the_workflow_reads_is_documented() -> None:
+    text = PULUMI_WORKFLOW.read_text()
+    names = set(re.findall(r"\b(?:secrets|vars)\.([A-Z_]+)", text)) - {"GITHUB_TOKEN"}
+    assert names >= {"PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"}
+    documented = CI_DOC.read_text()
+    missing = sorted(name for name in names if f"`{name}`" not in documented)
+    assert missing == [], f"docs/ci.md does not list {missing}"
