@@ -66,7 +66,7 @@ class DaemonMirrorArgs:
     """Other cached upstreams for containerd: (upstream URL, cache URL, cache host[:port])."""
     hostnames: tuple[str, ...] = ()
     """The registry names that `etcHosts` maps to the registry host's address."""
-    ca_cert_pem: pulumi.Input[str] | None = None
+    ca_cert_pem: pulumi.Input[str | None] | None = None
     """The CA the hosts must trust (self-signed mode); None when the certificate is public."""
     ssh_private_key: Secret | None = None
     """For ssh hosts; reaches the provider only as a Pulumi secret."""

@@ -12,6 +12,9 @@ The two switches (`enableBuild`, `enableCache`) pick what exists:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
@@ -19,6 +22,8 @@ import pulumi_random as random
 from . import renderers
 from .settings import Secret, Settings, Upstream
 from .tls import Tls
+
+_LabelArgs = TypeVar("_LabelArgs")
 
 LABEL_STACK = "registry-stack.stack"
 LABEL_ROLE = "registry-stack.role"
@@ -222,7 +227,7 @@ class RegistryStack(pulumi.ComponentResource):
         healthcheck: docker.ContainerHealthcheckArgs,
         command: list[str] | None = None,
         ports: list[docker.ContainerPortArgs] | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
+        depends_on: Sequence[pulumi.Resource] | None = None,
     ) -> docker.Container:
         settings = self._settings
         name = f"{settings.prefix}-{role}"
@@ -256,7 +261,7 @@ class RegistryStack(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _label(label: str, value: str, args_type: type) -> object:
+    def _label(label: str, value: str, args_type: Callable[..., _LabelArgs]) -> _LabelArgs:
         return args_type(label=label, value=value)
 
 

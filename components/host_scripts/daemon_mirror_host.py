@@ -234,7 +234,7 @@ def _fsync_folder(folder: str) -> None:
 
 def missing_folders(path: str) -> list:
     """Parent folders of path that do not exist yet, outermost first."""
-    folders = []
+    folders: list = []
     folder = os.path.dirname(path)
     while folder and folder != "/" and not os.path.isdir(folder):
         folders.insert(0, folder)
@@ -877,7 +877,7 @@ def run(action: str, args: Args) -> dict:
 
 
 def _configured(plan: Plan) -> dict:
-    configured = {"registry_mirror": None, "files": [], "etc_hosts_line": None}
+    configured: dict = {"registry_mirror": None, "files": [], "etc_hosts_line": None}
     for record in plan.records.values():
         if record["kind"] == "daemon_json":
             configured["registry_mirror"] = record["mirror"]
