@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import http.client
 import io
@@ -42,6 +43,7 @@ from tests.harness import ROOT, Declaration, declare, unwrap
 HOSTS_FILE = Path("/etc/hosts")
 CERTS_D = Path("/etc/docker/certs.d")
 HOSTS_MARK = "# registry-stack e2e"
+HOSTS_LOCK = Path("/tmp/registry-stack-e2e-hosts.lock")
 
 
 def free_port() -> int:
@@ -155,13 +157,31 @@ def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: d
 # -- host-side trust: names and CA, as a user would set them up -----------------------------
 
 
+@contextlib.contextmanager
+def _hosts_file_locked() -> Iterator[None]:
+    """Several e2e runs may share one machine: their read-modify-writes of /etc/hosts must
+    not interleave, or one run drops the line another just added."""
+    with HOSTS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def add_hosts_entry(names: list[str], stack: str, address: str = "127.0.0.1") -> None:
-    remove_hosts_entries(stack)
-    with HOSTS_FILE.open("a") as hosts:
-        hosts.write(f"{address} {' '.join(names)} {HOSTS_MARK} {stack}\n")
+    with _hosts_file_locked():
+        _drop_hosts_lines(stack)
+        with HOSTS_FILE.open("a") as hosts:
+            hosts.write(f"{address} {' '.join(names)} {HOSTS_MARK} {stack}\n")
 
 
 def remove_hosts_entries(stack: str) -> None:
+    with _hosts_file_locked():
+        _drop_hosts_lines(stack)
+
+
+def _drop_hosts_lines(stack: str) -> None:
     lines = HOSTS_FILE.read_text().splitlines(keepends=True)
     kept = [line for line in lines if not line.rstrip().endswith(f"{HOSTS_MARK} {stack}")]
     if kept != lines:

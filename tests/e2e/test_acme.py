@@ -120,8 +120,16 @@ def test_the_stage_stack_runs_acme_mode_without_a_private_ca(acme: AcmeStack) ->
     assert acme.stack.values["tlsMode"] == "letsencrypt-staging"
     assert outputs["caCertPem"] is None
     assert outputs["hostnames"] == ["docker-build.stage.internal.network", "docker-cache.stage.internal.network"]
-    ports = acme.stack.container("front").attrs["HostConfig"]["PortBindings"]
+    front = acme.stack.container("front")
+    ports = front.attrs["HostConfig"]["PortBindings"]
     assert ports["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(acme.http_port)}]
+    # The account (under the stack file's acmeEmail) and the certificates are on the data volume.
+    storage = "/data/caddy/acme/pebble-14000-dir/users /data/caddy/certificates/pebble-14000-dir"
+    listing = front.exec_run(["sh", "-c", f"ls {storage}"]).output.decode()
+    assert acme.stack.values["acmeEmail"] in listing.split()
+    assert set(acme.hostnames) <= set(listing.split())
+    (mount,) = [m for m in front.attrs["Mounts"] if m["Destination"] == "/data"]
+    assert mount["Type"] == "volume" and mount["Name"] == f"registry-stack-{STACK}-front-data"
 
 
 def test_pebble_issued_one_certificate_per_hostname_after_real_http01_validation(acme: AcmeStack) -> None:
