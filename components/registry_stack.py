@@ -1,13 +1,13 @@
-"""RegistryStack: the build registry, the cache registry and their TLS + basic-auth front.
+"""RegistryStack: the build registry, the cache registries and their TLS + basic-auth front.
 
 The two switches (`enableBuild`, `enableCache`) pick what exists:
 
-| build | cache | containers                    |
-|-------|-------|-------------------------------|
-| on    | on    | build, cache, front           |
-| on    | off   | build, front                  |
-| off   | on    | cache, front                  |
-| off   | off   | none (logged, not an error)   |
+| build | cache | containers                                            |
+|-------|-------|-------------------------------------------------------|
+| on    | on    | build, a cache + standby per upstream, front           |
+| on    | off   | build, front                                          |
+| off   | on    | a cache + standby per upstream, front                  |
+| off   | off   | none (logged, not an error)                           |
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class RegistryStack(pulumi.ComponentResource):
 
     build_url: pulumi.Output[str]
     cache_url: pulumi.Output[str]
+    unified_url: pulumi.Output[str]
+    cache_urls: dict[str, str]
     ca_cert_pem: pulumi.Output[str | None]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -65,6 +67,8 @@ class RegistryStack(pulumi.ComponentResource):
         self.register_outputs({
             "buildUrl": self.build_url,
             "cacheUrl": self.cache_url,
+            "cacheUrls": self.cache_urls,
+            "unifiedUrl": self.unified_url,
             "caCertPem": self.ca_cert_pem,
         })
 
