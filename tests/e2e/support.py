@@ -137,6 +137,11 @@ def realize(
     return declaration, mocks.realized
 
 
+def secret_keys_of(values: dict[str, Any]) -> tuple[str, ...]:
+    """The keys a user would have set with --secret."""
+    return tuple(k for k in ("users", "upstreamCredentials", "mirrorSshPrivateKey") if k in values)
+
+
 def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: dict[str, Any]) -> None:
     """Play a `pulumi up` with changed config over a realized stack.
 
@@ -146,7 +151,7 @@ def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: d
     """
     values = {**stack.values, **overrides}
     mocks = RealizingMocks(client, update=True)
-    declaration = declare(values, secret_keys=("users",), stack=stack.stack, mocks=mocks)
+    declaration = declare(values, secret_keys=secret_keys_of(values), stack=stack.stack, mocks=mocks)
     if mocks.errors:
         raise mocks.errors[0]
     stack.values = values
@@ -466,8 +471,7 @@ def realized_stack(
     })
     cleanups: list[Callable[[], None]] = []
     try:
-        secret_keys = tuple(k for k in ("users", "upstreamCredentials", "mirrorSshPrivateKey") if k in values)
-        declaration, realized = realize(client, values, secret_keys, stack, on_network=start_upstream)
+        declaration, realized = realize(client, values, secret_keys_of(values), stack, on_network=start_upstream)
         cleanups.append(realized.teardown)
         outputs = {k: unwrap(v) for k, v in declaration.outputs.items()}
         ca_pem = outputs.get("caCertPem") or ""
