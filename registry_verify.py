@@ -70,7 +70,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Registry:
-    role: str  # "build", "cache" (Docker Hub's cache) or "<upstream>-cache"
+    role: str  # "build", "cache" (Docker Hub's cache), "<upstream>-cache" or "unified"
     url: str
 
     @property
@@ -84,6 +84,11 @@ class Registry:
     @property
     def is_build(self) -> bool:
         return self.role == "build"
+
+    @property
+    def needs_login(self) -> bool:
+        """The build registry and the unified endpoint answer users only (it takes pushes)."""
+        return self.role in ("build", "unified")
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ def parse_outputs(outputs: Mapping[str, Any]) -> StackOutputs:
             raise UsageError(f"output {key} is a secret; registry-stack outputs are plain: update the stack")
     registries = [Registry("build", _https_url("buildUrl", outputs.get("buildUrl")))]
     registries += [Registry(role, url) for role, url in _cache_urls(outputs).items()]
+    registries.append(Registry("unified", _https_url("unifiedUrl", outputs.get("unifiedUrl"))))
     return StackOutputs(
         registries=tuple(r for r in registries if r.url),
         ca_cert_pem=str(outputs.get("caCertPem") or ""),
@@ -428,7 +434,7 @@ def _tags(client: Client, credentials: Credentials | None, repository: str) -> l
 def check_tags(client: Client, credentials: Credentials | None, image: Image) -> str:
     if not image.repository:
         role = client.registry.role
-        action = "push an image" if client.registry.is_build else "pull an image through the cache"
+        action = "push an image" if client.registry.needs_login else "pull an image through the cache"
         raise CheckSkippedError(f"no repository with a tag in the catalog: {action}, or name one with --image {role}=")
     answer = client.request("GET", f"/v2/{quote(image.repository)}/tags/list", credentials)
     expect(answer.status == 200, f"{image.repository}: {describe(answer)}, expected 200")
@@ -522,7 +528,7 @@ def verify_registry(client: Client, credentials: Credentials | None, image: Imag
     if tls.status == FAIL and "certificate not trusted" in tls.detail and "mismatch" not in tls.detail:
         tls = Result(FAIL, role, "TLS", f"{tls.detail}; {tls_failure_hint(client)}")
     yield tls
-    checks = build_checks(client, credentials, image) if client.registry.is_build else cache_checks(client, image)
+    checks = build_checks(client, credentials, image) if client.registry.needs_login else cache_checks(client, image)
     for name, check in checks:
         if tls.status == FAIL:
             # Every request would fail the same way; one FAIL line says it.

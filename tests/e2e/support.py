@@ -174,11 +174,17 @@ def _hosts_file_locked() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+HOSTS_CACHE_SECONDS = 5.5
+
+
 def add_hosts_entry(names: list[str], stack: str, address: str = "127.0.0.1") -> None:
     with _hosts_file_locked():
         _drop_hosts_lines(stack)
         with HOSTS_FILE.open("a") as hosts:
             hosts.write(f"{address} {' '.join(names)} {HOSTS_MARK} {stack}\n")
+    # dockerd (Go's resolver) re-reads /etc/hosts at most every 5 s: until then a new name
+    # does not resolve for `docker pull`.
+    time.sleep(HOSTS_CACHE_SECONDS)
 
 
 def remove_hosts_entries(stack: str) -> None:

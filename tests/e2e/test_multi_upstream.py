@@ -153,3 +153,31 @@ def test_unified_endpoint_refuses_pushes_of_names_that_belong_to_an_upstream(mul
     assert answer.status == 403
     assert answer.json()["errors"][0]["code"] == "DENIED"
     assert "belongs to the upstream" in answer.json()["errors"][0]["message"]
+
+
+def test_verify_passes_on_every_registry_of_the_stack(multi: Multi, docker_cli: DockerCli, tmp_path) -> None:
+    """scripts/verify walks the build registry, each cache and the unified endpoint."""
+    from tests.e2e.test_verify import check_lines, run_verify
+
+    stack = multi.stack
+    build_tag = f"{stack.address('build')}/verify/multi-{secrets.token_hex(3)}:1"
+    make_unique_image(build_tag)
+    docker_cli.login(stack.address("build"), "admin", stack.password)
+    docker_cli.run("push", build_tag)
+    remove_local_image(build_tag)
+    hub_repo = f"library/verify-{secrets.token_hex(3)}"
+    _only_upstream_has(docker_cli, multi.hub, hub_repo)
+    _pull_and_forget(docker_cli, f"{stack.address('cache')}/{hub_repo}:1")
+    _only_upstream_has(docker_cli, multi.private, PRIVATE_REPOSITORIES[0])
+    _pull_and_forget(docker_cli, f"private-cache.dev.internal.network:{stack.https_port}/{PRIVATE_REPOSITORIES[0]}:1")
+
+    build_image = build_tag.split("/", 1)[1]
+    result = run_verify(
+        stack, tmp_path,
+        "--image", f"build={build_image}", "--image", f"unified={build_image}",
+        "--image", f"cache={hub_repo}:1", "--image", f"private-cache={PRIVATE_REPOSITORIES[0]}:1",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    roles = {line.split()[1] for line in check_lines(result)}
+    assert roles == {"build", "cache", "private-cache", "unified"}
+    assert not [line for line in check_lines(result) if not line.startswith("PASS")]
