@@ -183,12 +183,17 @@ def _authenticate(hashed_users: list[tuple[str, str]]) -> dict[str, Any]:
         {"username": name, "password": base64.b64encode(hashed.encode()).decode()}
         for name, hashed in hashed_users
     ]
-    return {
-        "handler": "authentication",
-        "providers": {
-            "http_basic": {"accounts": accounts, "hash": {"algorithm": "bcrypt"}, "realm": "registry"}
-        },
+    basic = {
+        "accounts": accounts,
+        "hash": {"algorithm": "bcrypt"},
+        "realm": "registry",
+        # dockerd makes every registry request on a new connection, each with the password,
+        # and one bcrypt check at cost 12 takes ~0.25 s of CPU: a small `docker push` took
+        # ~3 s, nearly all of it here (bench/run.py, docs/evidence.md). Caddy keeps checked
+        # passwords in memory (random eviction beyond 1000); a new guess still costs a check.
+        "hash_cache": {},
     }
+    return {"handler": "authentication", "providers": {"http_basic": basic}}
 
 
 def _dial(settings: Settings, role: str) -> str:
