@@ -501,7 +501,7 @@ def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"setup": {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
-        "cpus": os.cpu_count(), "load_before": os.getloadavg()[0], "link_mbit": args.link_mbit,
+        "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2), "link_mbit": args.link_mbit,
     }}
     with bench_stack(client, args.stack, args.link_mbit * 1e6 / 8) as bench:
         print("stack realized; measuring", file=sys.stderr, flush=True)
