@@ -349,6 +349,30 @@ def remove_local_image(*tags: str) -> None:
     subprocess.run(["docker", "image", "rm", "-f", *tags], capture_output=True, check=False)
 
 
+def digest_in(output: str) -> str:
+    """The manifest digest `docker push` or `docker pull` printed."""
+    return next(word for word in output.split() if word.startswith("sha256:"))
+
+
+def push_unique_image(
+    cli: DockerCli, tag: str, layers: int = 1, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Make an image nobody else has under `tag`, push it, and forget it locally."""
+    make_unique_image(tag, layers=layers)
+    try:
+        return cli.run("push", tag, check=check)
+    finally:
+        remove_local_image(tag)
+
+
+def pull_and_forget(cli: DockerCli, reference: str) -> subprocess.CompletedProcess:
+    """Pull (its layers must travel, nothing is kept locally afterwards)."""
+    try:
+        return cli.run("pull", reference)
+    finally:
+        remove_local_image(reference)
+
+
 def wait_for_http(url: str, timeout: float = 30, ok: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -19,8 +19,10 @@ from tests.e2e.support import (
     DockerCli,
     RealizedStack,
     StandinUpstream,
+    digest_in,
     https,
-    make_unique_image,
+    pull_and_forget,
+    push_unique_image,
     realized_stack,
     remove_local_image,
     update_stack,
@@ -38,13 +40,9 @@ def faults(docker_client: docker.DockerClient, local_images: dict[str, str]) -> 
 
 def _cache_through(stack: RealizedStack, upstream: StandinUpstream, cli: DockerCli, name: str) -> tuple[str, str]:
     """Put an image in the upstream only, pull it once through the cache; (cache tag, digest)."""
-    upstream_tag = f"{upstream.local_address}/library/{name}:1"
-    make_unique_image(upstream_tag, layers=2)
-    cli.run("push", upstream_tag)
-    remove_local_image(upstream_tag)
+    push_unique_image(cli, f"{upstream.local_address}/library/{name}:1", layers=2)
     cache_tag = f"{stack.address('cache')}/library/{name}:1"
-    cli.run("pull", cache_tag)
-    remove_local_image(cache_tag)
+    pull_and_forget(cli, cache_tag)
     manifest = https(
         stack.url("cache", f"/v2/library/{name}/manifests/1"), stack.ca_file, headers={"Accept": MANIFEST_TYPES}
     )
@@ -112,10 +110,8 @@ def test_kill_9_brings_the_container_back_with_its_content(
     stack, upstream = faults
     auth = ("admin", stack.password)
     pushed = f"{stack.address('build')}/team/survivor-{role}:1"
-    make_unique_image(pushed)
     docker_cli.login(stack.address("build"), *auth)
-    docker_cli.run("push", pushed)
-    remove_local_image(pushed)
+    push_unique_image(docker_cli, pushed)
     cache_tag, digest = _cache_through(stack, upstream, docker_cli, f"survivor-{role}")
 
     container = stack.container(role)
@@ -125,11 +121,8 @@ def test_kill_9_brings_the_container_back_with_its_content(
     _wait_for(lambda: container.reload() or container.attrs["State"]["Pid"] not in (0, pid), 30, f"{role} to restart")
     _wait_for(lambda: _is_serving(container), 60, f"{role} to be healthy again")
 
-    docker_cli.run("pull", pushed)
-    remove_local_image(pushed)
-    pulled = docker_cli.run("pull", cache_tag)
-    assert digest in pulled.stdout
-    remove_local_image(cache_tag)
+    pull_and_forget(docker_cli, pushed)
+    assert digest in pull_and_forget(docker_cli, cache_tag).stdout
 
 
 def test_upgrading_the_registry_image_replaces_containers_and_keeps_every_image(
@@ -138,10 +131,8 @@ def test_upgrading_the_registry_image_replaces_containers_and_keeps_every_image(
     stack, upstream = faults
     auth = ("admin", stack.password)
     pushed = f"{stack.address('build')}/team/before-upgrade:1"
-    make_unique_image(pushed)
     docker_cli.login(stack.address("build"), *auth)
-    digest = next(w for w in docker_cli.run("push", pushed).stdout.split() if w.startswith("sha256:"))
-    remove_local_image(pushed)
+    digest = digest_in(push_unique_image(docker_cli, pushed).stdout)
     cache_tag, cache_digest = _cache_through(stack, upstream, docker_cli, "before-upgrade")
     old_ids = {role: stack.container(role).id for role in ("build", "cache", "front")}
 

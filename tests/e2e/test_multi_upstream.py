@@ -18,10 +18,11 @@ from tests.e2e.support import (
     DockerCli,
     RealizedStack,
     StandinUpstream,
+    digest_in,
     https,
-    make_unique_image,
+    pull_and_forget,
+    push_unique_image,
     realized_stack,
-    remove_local_image,
     start_token_auth_upstream,
 )
 
@@ -62,17 +63,11 @@ def multi(docker_client: docker.DockerClient, local_images: dict[str, str]) -> I
 
 def _only_upstream_has(cli: DockerCli, upstream: StandinUpstream, repository: str) -> str:
     """Push a unique image to a stand-in upstream and forget it locally; returns its digest."""
-    tag = f"{upstream.local_address}/{repository}:1"
-    make_unique_image(tag, layers=2)
-    pushed = cli.run("push", tag)
-    remove_local_image(tag)
-    return next(word for word in pushed.stdout.split() if word.startswith("sha256:"))
+    return digest_in(push_unique_image(cli, f"{upstream.local_address}/{repository}:1", layers=2).stdout)
 
 
 def _pull_and_forget(cli: DockerCli, reference: str) -> str:
-    pulled = cli.run("pull", reference)
-    remove_local_image(reference)
-    return pulled.stdout
+    return pull_and_forget(cli, reference).stdout
 
 
 def test_each_upstream_has_its_own_cache_hostname(multi: Multi) -> None:
@@ -114,9 +109,7 @@ def test_unified_endpoint_takes_pushes_and_serves_them(multi: Multi, docker_cli:
 
     docker_cli.login(unified, "admin", stack.password)
     tag = f"{unified}/team/app-{secrets.token_hex(3)}:1.0"
-    make_unique_image(tag)
-    digest = next(w for w in docker_cli.run("push", tag).stdout.split() if w.startswith("sha256:"))
-    remove_local_image(tag)
+    digest = digest_in(push_unique_image(docker_cli, tag).stdout)
     assert digest in _pull_and_forget(docker_cli, tag)
     # It landed in the build registry.
     repository = tag.split("/", 1)[1].rsplit(":", 1)[0]
@@ -161,10 +154,8 @@ def test_verify_passes_on_every_registry_of_the_stack(multi: Multi, docker_cli: 
 
     stack = multi.stack
     build_tag = f"{stack.address('build')}/verify/multi-{secrets.token_hex(3)}:1"
-    make_unique_image(build_tag)
     docker_cli.login(stack.address("build"), "admin", stack.password)
-    docker_cli.run("push", build_tag)
-    remove_local_image(build_tag)
+    push_unique_image(docker_cli, build_tag)
     hub_repo = f"library/verify-{secrets.token_hex(3)}"
     _only_upstream_has(docker_cli, multi.hub, hub_repo)
     _pull_and_forget(docker_cli, f"{stack.address('cache')}/{hub_repo}:1")

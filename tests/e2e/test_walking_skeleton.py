@@ -18,6 +18,7 @@ from tests.e2e.support import (
     StandinUpstream,
     https,
     make_unique_image,
+    push_unique_image,
     remove_local_image,
     upload_blob_streaming,
 )
@@ -139,12 +140,7 @@ def test_push_to_cache_is_refused_with_a_registry_error(
     assert error["code"] == "UNSUPPORTED"
     assert stack.address("build") in error["message"]
 
-    tag = f"{stack.address('cache')}/{_unique('team/app')}:1.0"
-    make_unique_image(tag)
-    try:
-        refused = docker_cli.run("push", tag, check=False)
-    finally:
-        remove_local_image(tag)
+    refused = push_unique_image(docker_cli, f"{stack.address('cache')}/{_unique('team/app')}:1.0", check=False)
     assert refused.returncode != 0
 
 
@@ -162,12 +158,7 @@ def test_push_to_build_without_valid_credentials_is_refused(
     if credentials:
         login = docker_cli.login(stack.address("build"), *credentials, check=False)
         assert login.returncode != 0
-    tag = f"{stack.address('build')}/{_unique('team/app')}:1.0"
-    make_unique_image(tag)
-    try:
-        refused = docker_cli.run("push", tag, check=False)
-    finally:
-        remove_local_image(tag)
+    refused = push_unique_image(docker_cli, f"{stack.address('build')}/{_unique('team/app')}:1.0", check=False)
     assert refused.returncode != 0
     assert "basic auth credentials" in refused.stderr or "unauthorized" in refused.stderr.lower()
 
