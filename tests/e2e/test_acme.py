@@ -32,14 +32,15 @@ from tests.e2e.support import (
     Pebble,
     RealizedStack,
     StandinUpstream,
+    digest_in,
     free_port,
     https,
     make_pebble_api_certificate,
-    make_unique_image,
     pebble_directory_url,
     plain_http_answer,
+    pull_and_forget,
+    push_unique_image,
     realized_stack,
-    remove_local_image,
     start_pebble,
     trust_ca_for,
     update_stack,
@@ -153,26 +154,13 @@ def test_push_and_pull_over_the_acme_certificate(acme: AcmeStack, docker_cli: Do
     assert https(stack.url("cache", "/v2/"), acme.root_file).status == 200
 
     tag = f"{stack.address('build')}/{_unique('team/app')}:1.0"
-    make_unique_image(tag)
-    try:
-        docker_cli.login(stack.address("build"), "admin", stack.password)
-        pushed = docker_cli.run("push", tag)
-        digest = next(word for word in pushed.stdout.split() if word.startswith("sha256:"))
-        remove_local_image(tag)
-        assert digest in docker_cli.run("pull", tag).stdout
-    finally:
-        remove_local_image(tag)
+    docker_cli.login(stack.address("build"), "admin", stack.password)
+    digest = digest_in(push_unique_image(docker_cli, tag).stdout)
+    assert digest in pull_and_forget(docker_cli, tag).stdout
 
     repository = f"library/{_unique('standin')}"
-    upstream_tag = f"{acme.upstream.local_address}/{repository}:1"
-    make_unique_image(upstream_tag)
-    docker_cli.run("push", upstream_tag)
-    remove_local_image(upstream_tag)
-    cache_tag = f"{stack.address('cache')}/{repository}:1"
-    try:
-        assert "Downloaded newer image" in docker_cli.run("pull", cache_tag).stdout
-    finally:
-        remove_local_image(cache_tag)
+    push_unique_image(docker_cli, f"{acme.upstream.local_address}/{repository}:1")
+    assert "Downloaded newer image" in pull_and_forget(docker_cli, f"{stack.address('cache')}/{repository}:1").stdout
 
 
 def test_plain_http_redirects_to_https_on_the_published_port(acme: AcmeStack) -> None:

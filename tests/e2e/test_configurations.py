@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import docker
 
-from tests.e2e.support import DockerCli, https, make_unique_image, realize, realized_stack, remove_local_image
+from tests.e2e.support import (
+    DockerCli,
+    https,
+    make_unique_image,
+    pull_and_forget,
+    push_unique_image,
+    realize,
+    realized_stack,
+    remove_local_image,
+)
 
 
 def _running_roles(client: docker.DockerClient, stack: str) -> set[str]:
@@ -44,15 +53,8 @@ def test_cache_only_needs_no_users_and_serves_pulls(
         assert _running_roles(docker_client, stack.stack) == {"cache", "cache-standby", "front"}
         assert stack.outputs["buildUrl"] == "" and stack.outputs["dockerLogin"] == ""
 
-        upstream_tag = f"{upstream.local_address}/library/only-cache:1"
-        make_unique_image(upstream_tag)
-        docker_cli.run("push", upstream_tag)
-        remove_local_image(upstream_tag)
-        cache_tag = f"{stack.address('cache')}/library/only-cache:1"
-        try:
-            docker_cli.run("pull", cache_tag)
-        finally:
-            remove_local_image(cache_tag)
+        push_unique_image(docker_cli, f"{upstream.local_address}/library/only-cache:1")
+        pull_and_forget(docker_cli, f"{stack.address('cache')}/library/only-cache:1")
         catalog = https(stack.url("cache", "/v2/_catalog"), stack.ca_file)
         assert "library/only-cache" in catalog.json()["repositories"]
 

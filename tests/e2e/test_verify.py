@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import DockerCli, RealizedStack, StandinUpstream, make_unique_image, remove_local_image
+from tests.e2e.support import DockerCli, RealizedStack, StandinUpstream, pull_and_forget, push_unique_image
 from tests.harness import ROOT
 
 Skeleton = tuple[RealizedStack, StandinUpstream]
@@ -53,19 +53,12 @@ def images_in_both_registries(skeleton: Skeleton) -> tuple[str, str]:
     try:
         build_repository = f"verify/app-{secrets.token_hex(4)}"
         build_tag = f"{stack.address('build')}/{build_repository}:1.0"
-        make_unique_image(build_tag)
         cli.login(stack.address("build"), "admin", stack.password)
-        cli.run("push", build_tag)
-        remove_local_image(build_tag)
+        push_unique_image(cli, build_tag)
 
         cache_repository = f"library/verify-{secrets.token_hex(4)}"
-        upstream_tag = f"{upstream.local_address}/{cache_repository}:3.18"
-        make_unique_image(upstream_tag)
-        cli.run("push", upstream_tag)
-        remove_local_image(upstream_tag)
-        cache_tag = f"{stack.address('cache')}/{cache_repository}:3.18"
-        cli.run("pull", cache_tag)
-        remove_local_image(cache_tag)
+        push_unique_image(cli, f"{upstream.local_address}/{cache_repository}:3.18")
+        pull_and_forget(cli, f"{stack.address('cache')}/{cache_repository}:3.18")
     finally:
         cli.cleanup()
     return f"{build_repository}:1.0", f"{cache_repository}:3.18"
