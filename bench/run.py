@@ -3,7 +3,7 @@
 
     sudo python3 bench/run.py [--link-mbit 80] [--big-mib 500] [--herd 10] [--reps 3] [--json FILE]
 
-Realizes the dev stack exactly as the program declares it (tests/e2e/support.py
+Realizes the dev stack exactly as the program declares it (testbed/stack.py
 `realized_stack`, the same path as the e2e suite) on the local Docker engine, with a
 stand-in Docker Hub behind a throttled link:
 
@@ -21,7 +21,7 @@ and prints, from this one run:
   (e) what one authenticated request costs at the front (dockerd opens a new connection
       for every registry request), and a `docker push` + `docker pull` through it.
 
-Pulls are HTTP pulls (tests/e2e/registry_http.py: manifest, then every blob, digests
+Pulls are HTTP pulls (testbed/registry_http.py: manifest, then every blob, digests
 checked); see its docstring for why not `docker pull`. Needs root (like the e2e suite:
 /etc/hosts, /etc/docker/certs.d, nsenter) and a Docker engine. Not part of the test run.
 """
@@ -58,24 +58,17 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
-from tests.e2e import images  # noqa: E402
-from tests.e2e.registry_http import (  # noqa: E402
+from testbed import images  # noqa: E402
+from testbed.clients import DockerCli, free_port, make_unique_image, remove_local_image, wait_for_http  # noqa: E402
+from testbed.registry_http import (  # noqa: E402
     Endpoint,
     SyntheticImage,
     pull_image,
     push_image,
     synthetic_image,
 )
-from tests.e2e.support import (  # noqa: E402
-    DockerCli,
-    RealizedStack,
-    StandinUpstream,
-    free_port,
-    make_unique_image,
-    realized_stack,
-    remove_local_image,
-    wait_for_http,
-)
+from testbed.stack import RealizedStack, realized_stack  # noqa: E402
+from testbed.upstreams import StandinUpstream  # noqa: E402
 
 MIB = 2**20
 LINK_ALIAS = "throttled-upstream"

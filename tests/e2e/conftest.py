@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.e2e import images
-from tests.e2e.support import DockerCli, RealizedStack, StandinUpstream, realized_stack
+from testbed import images
+from testbed.clients import DockerCli
+from testbed.stack import RealizedStack, realized_stack
+from testbed.upstreams import StandinUpstream
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

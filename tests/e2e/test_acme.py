@@ -27,25 +27,19 @@ import docker
 import pytest
 from cryptography import x509
 
-from tests.e2e.support import (
+from testbed.clients import (
     DockerCli,
-    Pebble,
-    RealizedStack,
-    StandinUpstream,
     digest_in,
     free_port,
     https,
-    make_pebble_api_certificate,
-    pebble_directory_url,
     plain_http_answer,
     pull_and_forget,
     push_unique_image,
-    realized_stack,
-    start_pebble,
-    trust_ca_for,
-    update_stack,
-    wait_for_served_certificate,
 )
+from testbed.pebble import Pebble, make_pebble_api_certificate, pebble_directory_url, start_pebble
+from testbed.stack import RealizedStack, realized_stack, update_stack
+from testbed.trust import trust_ca_for, wait_for_served_certificate
+from testbed.upstreams import StandinUpstream
 
 STACK = "acme"  # not "e2e-...": the skeleton (stack "e2e") removes leftovers by name prefix
 STACK_FILE = "Pulumi.stage.yaml"

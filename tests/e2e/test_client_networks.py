@@ -38,9 +38,11 @@ from typing import Any
 import docker
 import pytest
 
-from tests.e2e import images
-from tests.e2e.registry_http import MANIFEST_V2, Endpoint, SyntheticImage, push_image, synthetic_image
-from tests.e2e.support import RealizedStack, StandinUpstream, https, realized_stack, start_standin_upstream
+from testbed import images
+from testbed.clients import https
+from testbed.registry_http import MANIFEST_V2, Endpoint, SyntheticImage, push_image, synthetic_image
+from testbed.stack import RealizedStack, realized_stack
+from testbed.upstreams import StandinUpstream, start_standin_upstream
 
 # Not "e2e-...": the skeleton's leftover cleanup removes every "registry-stack-e2e*" name.
 STACK = f"clientnets-{os.environ.get('E2E_STACK', 'e2e')}"

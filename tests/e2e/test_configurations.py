@@ -7,16 +7,8 @@ from __future__ import annotations
 
 import docker
 
-from tests.e2e.support import (
-    DockerCli,
-    https,
-    make_unique_image,
-    pull_and_forget,
-    push_unique_image,
-    realize,
-    realized_stack,
-    remove_local_image,
-)
+from testbed.clients import DockerCli, https, make_unique_image, pull_and_forget, push_unique_image, remove_local_image
+from testbed.stack import realize, realized_stack
 
 
 def _running_roles(client: docker.DockerClient, stack: str) -> set[str]:

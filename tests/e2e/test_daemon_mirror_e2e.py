@@ -31,16 +31,11 @@ from typing import Any, ClassVar
 import docker
 import pytest
 
-from tests.e2e import support
-from tests.e2e.realize import RealizingMocks
-from tests.e2e.support import (
-    CERTS_D,
-    DockerCli,
-    https,
-    make_unique_image,
-    realized_stack,
-    remove_local_image,
-)
+from testbed import stack as testbed_stack
+from testbed.clients import DockerCli, https, make_unique_image, remove_local_image
+from testbed.realize import RealizingMocks
+from testbed.stack import realized_stack
+from testbed.trust import CERTS_D
 from tests.harness import unwrap
 
 DAEMON_JSON = Path("/etc/docker/daemon.json")
@@ -121,7 +116,7 @@ def test_daemon_mirror_points_this_dockerd_at_the_cache_and_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     original = daemon_json_backup
-    monkeypatch.setattr(support, "RealizingMocks", CommandRecordingMocks)
+    monkeypatch.setattr(testbed_stack, "RealizingMocks", CommandRecordingMocks)
     CommandRecordingMocks.recorded = []
     overrides = {"mirrorHosts": ["local"], "domain": "e2e-mirror.internal.network"}
     with realized_stack(docker_client, stack="e2e-mirror", overrides=overrides) as (stack, upstream):

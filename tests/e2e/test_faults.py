@@ -14,19 +14,17 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.e2e.support import (
+from testbed.clients import (
     MANIFEST_TYPES,
     DockerCli,
-    RealizedStack,
-    StandinUpstream,
     digest_in,
     https,
     pull_and_forget,
     push_unique_image,
-    realized_stack,
     remove_local_image,
-    update_stack,
 )
+from testbed.stack import RealizedStack, realized_stack, update_stack
+from testbed.upstreams import StandinUpstream
 
 Faults = tuple[RealizedStack, StandinUpstream]
 

@@ -1,7 +1,7 @@
 """Load: 50 concurrent pulls of a multi-layer image through the front and the cache.
 
 Each client is a thread that pulls like a registry client does (manifest, then the config
-and every layer on one TLS connection, tests/e2e/registry_http.py), every blob checked
+and every layer on one TLS connection, testbed/registry_http.py), every blob checked
 against its digest. HTTP pulls rather than 50 `docker pull`s: one dockerd would fold pulls
 of the same image into one, and its gzip/extraction work would drown the registry's share
 of the time; threads are light enough for this 2-core machine and count every byte.
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import docker
 import pytest
 
-from tests.e2e.registry_http import (
+from testbed.registry_http import (
     Endpoint,
     PullResult,
     SyntheticImage,
@@ -40,7 +40,8 @@ from tests.e2e.registry_http import (
     push_image,
     synthetic_image,
 )
-from tests.e2e.support import RealizedStack, StandinUpstream, realized_stack
+from testbed.stack import RealizedStack, realized_stack
+from testbed.upstreams import StandinUpstream
 
 STACK = f"load-{os.environ.get('E2E_STACK', 'e2e')}"  # not "e2e-...": see test_client_networks
 CLIENTS = 50

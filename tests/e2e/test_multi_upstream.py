@@ -13,18 +13,9 @@ from dataclasses import dataclass
 import docker
 import pytest
 
-from tests.e2e.support import (
-    MANIFEST_TYPES,
-    DockerCli,
-    RealizedStack,
-    StandinUpstream,
-    digest_in,
-    https,
-    pull_and_forget,
-    push_unique_image,
-    realized_stack,
-    start_token_auth_upstream,
-)
+from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, pull_and_forget, push_unique_image
+from testbed.stack import RealizedStack, realized_stack
+from testbed.upstreams import StandinUpstream, start_token_auth_upstream
 
 API_HEADER = "docker-distribution-api-version"
 # The private stand-in's token grants pull on these names only (fixed: the stack is new each run).

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import DockerCli, RealizedStack, StandinUpstream, pull_and_forget, push_unique_image
+from testbed.clients import DockerCli, pull_and_forget, push_unique_image
+from testbed.stack import RealizedStack
+from testbed.upstreams import StandinUpstream
 from tests.harness import ROOT
 
 Skeleton = tuple[RealizedStack, StandinUpstream]

@@ -11,17 +11,17 @@ import secrets
 
 import pytest
 
-from tests.e2e.support import (
+from testbed.clients import (
     MANIFEST_TYPES,
     DockerCli,
-    RealizedStack,
-    StandinUpstream,
     https,
     make_unique_image,
     push_unique_image,
     remove_local_image,
     upload_blob_streaming,
 )
+from testbed.stack import RealizedStack
+from testbed.upstreams import StandinUpstream
 
 API_HEADER = "docker-distribution-api-version"
 Skeleton = tuple[RealizedStack, StandinUpstream]
