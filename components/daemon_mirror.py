@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_command as command
 
+from . import naming
 from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
 from .settings import DOCKER_HUB_URL, PROJECT, TLS_LETSENCRYPT_STAGING, Secret, Settings
 
@@ -261,11 +262,12 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
         return []
     _warn_about_limits(stack, settings)
     ca_cert_pem = None if settings.tls.is_acme else stack.ca_cert_pem
-    # dockerd mirrors Docker Hub only: its mirror is the Docker Hub cache when there is one.
-    primary = settings.docker_hub_cache or settings.upstream
-    wait_for = [stack.containers[role] for role in (primary.role, "front") if role in stack.containers]
+    names = settings.names
+    # dockerd mirrors Docker Hub only: its mirror is the primary cache (Docker Hub's when cached).
+    primary = naming.primary(settings.caches)
+    assert primary is not None, "enableCache is true, so there is a cache"
     others = tuple(
-        (u.url, settings.url_for(u.hostname(settings.domain)), settings.registry_address(u.hostname(settings.domain)))
+        (u.url, names.url(names.cache_hostname(u.name)), names.address(names.cache_hostname(u.name)))
         for u in settings.caches
         if u != primary
     )
@@ -274,16 +276,16 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
             f"{name}-mirror-{resource_suffix(host)}",
             DaemonMirrorArgs(
                 host=host,
-                stack_id=settings.prefix,
-                cache_url=settings.url_for(primary.hostname(settings.domain)),
-                cache_address=settings.registry_address(primary.hostname(settings.domain)),
+                stack_id=names.prefix,
+                cache_url=names.url(names.cache_hostname(primary.name)),
+                cache_address=names.address(names.cache_hostname(primary.name)),
                 upstream_url=primary.url,
                 more_caches=others,
                 hostnames=settings.hostnames,
                 ca_cert_pem=ca_cert_pem,
                 ssh_private_key=mirror.ssh_private_key,
                 paths=HostPaths(daemon_json=mirror.daemon_json_path),
-                wait_for=wait_for,
+                wait_for=stack.primary_cache_resources,
             ),
             opts=pulumi.ResourceOptions(parent=stack),
         )

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import renderers
+from . import naming, renderers
 from .settings import Secret, Settings, Upstream
 from .tls import Tls
 
@@ -37,6 +37,8 @@ class RegistryStack(pulumi.ComponentResource):
     unified_url: pulumi.Output[str]
     cache_urls: dict[str, str]
     ca_cert_pem: pulumi.Output[str | None]
+    primary_cache_resources: tuple[pulumi.Resource, ...]
+    """What serves the primary cache (its container and the front): a DaemonMirror waits for these."""
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("registry-stack:index:RegistryStack", name, {}, opts)
@@ -56,13 +58,17 @@ class RegistryStack(pulumi.ComponentResource):
         else:
             self._create_registries_and_front()
 
-        build_url = settings.url_for(settings.build_hostname) if settings.enable_build else ""
-        cache_url = settings.url_for(settings.cache_hostname) if settings.enable_cache else ""
-        unified_url = settings.url_for(settings.unified_hostname) if settings.unified_endpoint else ""
+        names = settings.names
+        build_url = names.url(names.build_hostname) if settings.enable_build else ""
+        primary = naming.primary(settings.caches)
+        cache_url = names.url(names.cache_hostname(primary.name)) if primary else ""
+        unified_url = names.url(names.unified_hostname) if settings.unified_endpoint else ""
         self.build_url = pulumi.Output.from_input(build_url)
         self.cache_url = pulumi.Output.from_input(cache_url)
         self.unified_url = pulumi.Output.from_input(unified_url)
-        self.cache_urls = {u.name: settings.url_for(u.hostname(settings.domain)) for u in settings.caches}
+        self.cache_urls = {u.name: names.url(names.cache_hostname(u.name)) for u in settings.caches}
+        serving = (naming.cache_role(primary.name), naming.FRONT) if primary else ()
+        self.primary_cache_resources = tuple(self.containers[role] for role in serving if role in self.containers)
         self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
         self.register_outputs({
             "buildUrl": self.build_url,
@@ -100,7 +106,7 @@ class RegistryStack(pulumi.ComponentResource):
             return settings.external_network
         network = docker.Network(
             f"{self._name}-network",
-            name=settings.prefix,
+            name=settings.names.network,
             driver="bridge",
             labels=[self._label(LABEL_STACK, settings.stack, docker.NetworkLabelArgs)],
             opts=self._child,
@@ -126,7 +132,7 @@ class RegistryStack(pulumi.ComponentResource):
             )
         volume = docker.Volume(
             f"{self._name}-{role}-data",
-            name=f"{settings.prefix}-{role}-data",
+            name=settings.names.volume(role),
             labels=[self._label(LABEL_STACK, settings.stack, docker.VolumeLabelArgs)],
             # Images and ACME state outlive container replacement; never replace the volume
             # just because its labels changed. Pushed images and the ACME account also
@@ -155,7 +161,7 @@ class RegistryStack(pulumi.ComponentResource):
             role,
             image=image,
             network=network,
-            aliases=[f"{settings.prefix}-{role}"],
+            aliases=[settings.names.container(role)],
             uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
             volumes=[self._data_volume(data_of or role)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
@@ -193,7 +199,7 @@ class RegistryStack(pulumi.ComponentResource):
             network=network,
             # Containers on the network (an ACME server validating a challenge, say) reach
             # the registries by their public names through the front.
-            aliases=[f"{settings.prefix}-front", *settings.hostnames],
+            aliases=[settings.names.container(naming.FRONT), *settings.hostnames],
             uploads=uploads,
             volumes=[self._data_volume("front")],
             healthcheck=_http_healthcheck(f"http://{renderers.FRONT_ADMIN}/config/"),
@@ -234,7 +240,7 @@ class RegistryStack(pulumi.ComponentResource):
         depends_on: Sequence[pulumi.Resource] | None = None,
     ) -> docker.Container:
         settings = self._settings
-        name = f"{settings.prefix}-{role}"
+        name = settings.names.container(role)
         return docker.Container(
             f"{self._name}-{role}",
             name=name,

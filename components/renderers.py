@@ -197,7 +197,7 @@ def _authenticate(hashed_users: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _dial(settings: Settings, role: str) -> str:
-    return f"{settings.prefix}-{role}:{REGISTRY_PORT}"
+    return settings.names.dial(role, REGISTRY_PORT)
 
 
 def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def _cache_routes(settings: Settings, upstream: Upstream) -> list[dict[str, Any]
             "handle": [registry_error(403, "DENIED", "this network may not read the cache")],
         })
     push_hint = (
-        f"the cache is read-only: push to {settings.registry_address(settings.build_hostname)}"
+        f"the cache is read-only: push to {settings.names.address(settings.names.build_hostname)}"
         if settings.enable_build else "the cache is read-only"
     )
     routes.append({"match": [_write_match()], "handle": [registry_error(405, "UNSUPPORTED", push_hint)]})
@@ -287,7 +287,7 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
     if settings.enable_build:
         routes.append(_host_route(settings.build_hostname, _build_routes(settings, hashed_users)))
     for upstream in settings.caches:
-        routes.append(_host_route(upstream.hostname(settings.domain), _cache_routes(settings, upstream)))
+        routes.append(_host_route(settings.names.cache_hostname(upstream.name), _cache_routes(settings, upstream)))
     if settings.unified_endpoint:
         routes.append(_host_route(settings.unified_hostname, _unified_routes(settings, hashed_users)))
     routes.append({"handle": [registry_error(404, "NAME_UNKNOWN", "no registry is served at this host name")]})
@@ -325,7 +325,7 @@ def _redirect_to_https_server(settings: Settings) -> dict[str, Any]:
     port (443) and send clients to the wrong place whenever the front publishes HTTPS on
     another host port (httpsPort); this one names the published port.
     """
-    location = settings.url_for("{http.request.host}") + "{http.request.uri}"
+    location = settings.names.url("{http.request.host}") + "{http.request.uri}"
     redirect = {"handler": "static_response", "status_code": 308, "headers": {"Location": [location]}}
     return {"listen": [":80"], "routes": [{"handle": [redirect]}]}
 
@@ -359,7 +359,8 @@ def daemon_json_snippet(settings: Settings) -> str:
     hub = settings.docker_hub_cache
     if hub is None:
         return "{}\n"
-    return json.dumps({"registry-mirrors": [settings.url_for(hub.hostname(settings.domain))]}, indent=2) + "\n"
+    mirror = settings.names.url(settings.names.cache_hostname(hub.name))
+    return json.dumps({"registry-mirrors": [mirror]}, indent=2) + "\n"
 
 
 def hosts_line(settings: Settings) -> str:
@@ -373,4 +374,4 @@ def docker_login_command(settings: Settings) -> str:
     if not settings.enable_build:
         return ""
     first_user = settings.users[0][0]
-    return f"docker login {settings.registry_address(settings.build_hostname)} -u {first_user}"
+    return f"docker login {settings.names.address(settings.names.build_hostname)} -u {first_user}"

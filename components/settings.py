@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import naming
 from .upstreams import (
     DEFAULT_UPSTREAMS,
     DOCKER_HUB_URL,
@@ -155,18 +156,25 @@ class Settings:
     mirror: MirrorSettings | None = None
 
     @property
+    def names(self) -> naming.Names:
+        """Every name of this stack's Docker objects and registries (components/naming.py)."""
+        return naming.Names(self.stack, self.domain, self.https_port)
+
+    @property
     def prefix(self) -> str:
         """Prefix of every Docker object name, so several stacks can share one engine."""
-        return f"{PROJECT}-{self.stack}"
+        return self.names.prefix
 
     @property
     def build_hostname(self) -> str:
-        return f"docker-build.{self.domain}"
+        return self.names.build_hostname
 
     @property
     def upstream(self) -> Upstream:
-        """The primary upstream: the first of the list (Docker Hub by default)."""
-        return self.upstreams[0]
+        """The primary upstream: Docker Hub when listed, else the first (naming.primary)."""
+        upstream = naming.primary(self.upstreams)
+        assert upstream is not None, "load_settings refuses an empty upstreams list"
+        return upstream
 
     @property
     def caches(self) -> tuple[Upstream, ...]:
@@ -180,12 +188,12 @@ class Settings:
 
     @property
     def docker_hub_cache(self) -> Upstream | None:
-        """The cache daemons may use as their Docker Hub mirror (the upstream named docker)."""
-        return next((u for u in self.caches if u.is_docker_hub), None)
+        """The cache of Docker Hub (the upstream named docker), if the stack runs one."""
+        return naming.docker_hub(self.caches)
 
     @property
     def unified_hostname(self) -> str:
-        return f"registry.{self.domain}"
+        return self.names.unified_hostname
 
     @property
     def hostnames(self) -> tuple[str, ...]:
@@ -208,12 +216,11 @@ class Settings:
 
     def url_for(self, hostname: str) -> str:
         """The https URL of a hostname, with the port only when it is not 443."""
-        port = "" if self.https_port == 443 else f":{self.https_port}"
-        return f"https://{hostname}{port}"
+        return self.names.url(hostname)
 
     def registry_address(self, hostname: str) -> str:
         """host[:port] as the Docker CLI and /etc/docker/certs.d name a registry."""
-        return hostname if self.https_port == 443 else f"{hostname}:{self.https_port}"
+        return self.names.address(hostname)
 
 
 def registry_major_version(image: str) -> int:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import naming
+from .naming import DOCKER_HUB_NAME
+
 PROJECT = "registry-stack"
-DOCKER_HUB_NAME = "docker"
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 DEFAULT_UPSTREAMS = (f"{DOCKER_HUB_NAME}={DOCKER_HUB_URL}",)
 
@@ -45,18 +47,18 @@ class Upstream:
     @property
     def role(self) -> str:
         """Container role: `cache` for Docker Hub's cache, `<name>-cache` for the others."""
-        return "cache" if self.name == DOCKER_HUB_NAME else f"{self.name}-cache"
+        return naming.cache_role(self.name)
 
     @property
     def standby_role(self) -> str:
-        return f"{self.role}-standby"
+        return naming.standby_role(self.name)
 
     def hostname(self, domain: str) -> str:
-        return f"{self.name}-cache.{domain}"
+        return naming.cache_hostname(self.name, domain)
 
     @property
     def is_docker_hub(self) -> bool:
-        return self.name == DOCKER_HUB_NAME
+        return naming.is_docker_hub(self.name)
 
 
 def parse_upstreams(entries: list[Any], registry_major: int) -> tuple[Upstream, ...]:

@@ -1,0 +1,122 @@
+"""Every name the stack gives to things, in one place.
+
+- Docker objects: `registry-stack-<stack>` is the network and the prefix of every
+  container (`-<role>`, also its hostname and network alias) and volume (`-<role>-data`),
+  so several stacks share one engine without clashes.
+- Roles: `build`, `front`, and per upstream `cache` (Docker Hub's) or `<name>-cache`, with
+  its read-only `...-standby`.
+- Public names: `docker-build.<domain>`, `<upstream>-cache.<domain>`, `registry.<domain>`,
+  their https URLs and the `host[:port]` Docker uses for logins and certs.d folders.
+- The primary cache: the cache of the upstream named `docker` (Docker Hub) when there is
+  one, else the first cached upstream. It is the stack's `cacheUrl` and the mirror the
+  DaemonMirror writes into daemon.json. The `daemonJson` output and the unified
+  endpoint's fallback want Docker Hub itself: `docker_hub`.
+
+Pure functions of plain values: the stack, the renderers and DaemonMirror call these and
+never format a name themselves. Nothing here imports another module of the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+PROJECT = "registry-stack"
+DOCKER_HUB_NAME = "docker"
+BUILD = "build"
+FRONT = "front"
+HTTPS_DEFAULT_PORT = 443
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_U = TypeVar("_U", bound=_Named)
+
+
+def cache_role(upstream_name: str) -> str:
+    """Container role of an upstream's cache: `cache` for Docker Hub's, `<name>-cache` otherwise."""
+    return "cache" if upstream_name == DOCKER_HUB_NAME else f"{upstream_name}-cache"
+
+
+def standby_role(upstream_name: str) -> str:
+    """Role of the read-only registry that serves an upstream's cache while it cannot run."""
+    return f"{cache_role(upstream_name)}-standby"
+
+
+def cache_hostname(upstream_name: str, domain: str) -> str:
+    return f"{upstream_name}-cache.{domain}"
+
+
+def build_hostname(domain: str) -> str:
+    return f"docker-build.{domain}"
+
+
+def unified_hostname(domain: str) -> str:
+    return f"registry.{domain}"
+
+
+def is_docker_hub(upstream_name: str) -> bool:
+    return upstream_name == DOCKER_HUB_NAME
+
+
+def docker_hub(upstreams: Sequence[_U]) -> _U | None:
+    """The upstream named docker (Docker Hub), if listed."""
+    return next((u for u in upstreams if is_docker_hub(u.name)), None)
+
+
+def primary(upstreams: Sequence[_U]) -> _U | None:
+    """The primary cache's upstream: Docker Hub when listed, else the first; None for none."""
+    return docker_hub(upstreams) or (upstreams[0] if upstreams else None)
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names of one stack: its Docker objects and the registries' public names."""
+
+    stack: str
+    domain: str
+    https_port: int = HTTPS_DEFAULT_PORT
+
+    @property
+    def prefix(self) -> str:
+        """`registry-stack-<stack>`: the network, and the prefix of every container and volume."""
+        return f"{PROJECT}-{self.stack}"
+
+    @property
+    def network(self) -> str:
+        """The network the stack creates when it joins no existing one."""
+        return self.prefix
+
+    def container(self, role: str) -> str:
+        """A container's name, which is also its hostname and its alias on the network."""
+        return f"{self.prefix}-{role}"
+
+    def volume(self, role: str) -> str:
+        return f"{self.prefix}-{role}-data"
+
+    def dial(self, role: str, port: int) -> str:
+        """host:port the front dials to reach a container on the stack's network."""
+        return f"{self.container(role)}:{port}"
+
+    @property
+    def build_hostname(self) -> str:
+        return build_hostname(self.domain)
+
+    def cache_hostname(self, upstream_name: str) -> str:
+        return cache_hostname(upstream_name, self.domain)
+
+    @property
+    def unified_hostname(self) -> str:
+        return unified_hostname(self.domain)
+
+    def url(self, hostname: str) -> str:
+        """The https URL of a hostname, with the port only when it is not 443."""
+        return f"https://{self.address(hostname)}"
+
+    def address(self, hostname: str) -> str:
+        """host[:port] as the Docker CLI and /etc/docker/certs.d name a registry."""
+        return hostname if self.https_port == HTTPS_DEFAULT_PORT else f"{hostname}:{self.https_port}"
