@@ -7,6 +7,12 @@ merges the cache into daemon.json's `registry-mirrors`, installs the CA (self-si
 optionally writes containerd's hosts.toml and /etc/hosts lines, and reloads dockerd; its
 docstring has the details. The hosts need python3 (3.7 or later) and root (or `sudo=true`).
 
+SSH hosts are verified: the connection carries the entry's `hostKey` (see `ssh_connection`);
+only an entry that opts out (`insecureIgnoreHostKey=true`) goes without, with a warning.
+`local` commands carry the machine that runs the program (`machine`): pulumi-command runs
+them, their delete included, wherever the CLI runs, and the host script refuses to run on
+any other machine.
+
 Replacement: everything the host gets (args, connection) is a trigger, and the old
 command's `remove` runs before the new `apply` (delete_before_replace): otherwise the old
 remove, run last, would undo the new configuration.
@@ -27,6 +33,7 @@ import pulumi
 import pulumi_command as command
 
 from . import naming
+from .host_scripts.daemon_mirror_host import this_machine
 from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
 from .settings import DOCKER_HUB_URL, PROJECT, TLS_LETSENCRYPT_STAGING, Secret, Settings
 
@@ -76,6 +83,9 @@ class DaemonMirrorArgs:
     """auto (systemctl reload docker, else SIGHUP to dockerd), none, or pid:<n> (tests)."""
     wait_for: Sequence[pulumi.Resource] = ()
     """Resources the host must not be pointed at before they run (the cache and the front)."""
+    machine: dict[str, str] | None = None
+    """For `local`: the machine running this program (host script `this_machine`). The host
+    script refuses to apply or remove anywhere else (a destroy from another machine)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,6 +154,7 @@ def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[st
             })
     return {
         "id": args.stack_id,
+        "machine": args.machine if host.is_local else None,
         "state_dir": paths.state_dir,
         "reload": args.reload,
         "daemon_json": {"path": paths.daemon_json, "mirror": args.cache_url} if host.docker else None,
@@ -186,6 +197,36 @@ def parse_report(stdout: str | None) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
+def check_ssh_host(args: DaemonMirrorArgs) -> None:
+    """An ssh host needs the key to log in with and the host key to verify (or the opt-out)."""
+    host = args.host
+    if not host.host_key and not host.insecure_ignore_host_key:
+        raise ValueError(f"{host.label}: an ssh host needs its host key (or insecureIgnoreHostKey=true)")
+    if args.ssh_private_key is None:
+        raise ValueError(f"{host.label}: an ssh host needs a private key")
+
+
+def ssh_connection(args: DaemonMirrorArgs) -> command.remote.ConnectionArgs:
+    """How pulumi-command logs in to an ssh host, with the host key it must present.
+
+    `host_key` ("<type> <base64>", checked by components/ssh_host_keys.py) is what
+    pulumi-command verifies the server against: `ssh.ParseAuthorizedKey` then
+    `ssh.FixedHostKey` (pulumi/pulumi-command provider/pkg/provider/remote/connection.go,
+    `connectionBase.SSHConfig`). Left out only when the entry opts out explicitly with
+    `insecureIgnoreHostKey=true`; the provider then accepts any key (`ssh.InsecureIgnoreHostKey`).
+    """
+    check_ssh_host(args)
+    assert args.ssh_private_key is not None
+    host = args.host
+    return command.remote.ConnectionArgs(
+        host=host.host,
+        port=host.port,
+        user=host.user,
+        private_key=pulumi.Output.secret(args.ssh_private_key.reveal()),
+        host_key=host.host_key or None,
+    )
+
+
 def resource_suffix(host: MirrorHost) -> str:
     """Names a host's resources by the machine alone, so a user/port change replaces in place."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", host.identity)
@@ -205,8 +246,8 @@ class DaemonMirror(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DaemonMirrorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("registry-stack:index:DaemonMirror", name, {}, opts)
-        if not args.host.is_local and args.ssh_private_key is None:
-            raise ValueError(f"{args.host.label}: an ssh host needs a private key")
+        if not args.host.is_local:
+            check_ssh_host(args)  # before anything registers
         script_args = pulumi.Output.from_input(args.ca_cert_pem).apply(lambda pem: host_script_args(args, pem))
         create = script_args.apply(lambda values: script_command("apply", values, args.host.sudo))
         delete = script_args.apply(lambda values: script_command("remove", values, args.host.sudo))
@@ -222,13 +263,14 @@ class DaemonMirror(pulumi.ComponentResource):
         if args.host.is_local:
             self.command: pulumi.CustomResource = command.local.Command(f"{name}-apply", **common, opts=options)
         else:
-            assert args.ssh_private_key is not None
-            connection = command.remote.ConnectionArgs(
-                host=args.host.host,
-                port=args.host.port,
-                user=args.host.user,
-                private_key=pulumi.Output.secret(args.ssh_private_key.reveal()),
-            )
+            connection = ssh_connection(args)
+            if args.host.insecure_ignore_host_key:
+                pulumi.log.warn(
+                    f"mirrorHosts entry {args.host.entry!r} sets insecureIgnoreHostKey=true: its host key is not "
+                    f"checked, so any machine answering at {args.host.host}:{args.host.port} receives the CA and "
+                    "the daemon configuration. Replace the flag with ?hostKey=<its public host key>",
+                    resource=self,
+                )
             self.command = command.remote.Command(f"{name}-apply", connection=connection, **common, opts=options)
 
         self.host = args.host.label
@@ -286,6 +328,7 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
                 ssh_private_key=mirror.ssh_private_key,
                 paths=HostPaths(daemon_json=mirror.daemon_json_path),
                 wait_for=stack.primary_cache_resources,
+                machine=this_machine() if host.is_local else None,
             ),
             opts=pulumi.ResourceOptions(parent=stack),
         )

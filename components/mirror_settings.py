@@ -5,7 +5,9 @@ entry as URL query flags):
 
 - `mirrorHosts` (array of strings): `local` for the machine running `pulumi up`, or
   `ssh://user@host[:port]`; either may carry flags, e.g.
-  `ssh://root@node1?containerd=true&etcHosts=10.0.0.5`.
+  `ssh://root@node1?containerd=true&etcHosts=10.0.0.5`. Every ssh host names the public
+  host key it must present (`?hostKey=ssh-ed25519 AAAA...`, see ssh_host_keys.py) or opts
+  out explicitly (`?insecureIgnoreHostKey=true`).
 - `mirrorSshPrivateKey` (secret string): the key for every ssh:// host.
 - `daemonJsonPath` (string): where dockerd reads its config on the hosts.
 
@@ -23,9 +25,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .settings import PROJECT, ConfigError, Secret
+from .ssh_host_keys import HostKeyError, normalize_host_key
 
 DEFAULT_DAEMON_JSON_PATH = "/etc/docker/daemon.json"
 LOCAL = "local"
@@ -37,6 +40,8 @@ HOST_FLAGS = {
     "containerd": "write containerd's certs.d hosts.toml for the cached upstream (default false)",
     "etcHosts": "add the registry names to /etc/hosts: true (hostAddress) or an IP address (default false)",
     "sudo": "run the host script with `sudo -n` when the user is not root (default false)",
+    "hostKey": "ssh hosts: the public host key the host must present, e.g. hostKey=ssh-ed25519 AAAA... (required)",
+    "insecureIgnoreHostKey": "ssh hosts: true accepts any host key instead of hostKey (not recommended)",
 }
 
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -57,6 +62,10 @@ class MirrorHost:
     # "" = leave /etc/hosts alone; otherwise the address the registry names map to.
     etc_hosts_address: str = ""
     sudo: bool = False
+    # ssh hosts: `<type> <base64>` the host must present (pulumi-command's connection.hostKey),
+    # or the explicit opt-out; exactly one of them is set on every ssh host.
+    host_key: str = ""
+    insecure_ignore_host_key: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -150,6 +159,7 @@ def parse_mirror_host(entry: Any, index: int, host_address: str) -> MirrorHost:
         return MirrorHost(entry=text, **flags)
     user, host, port = _parse_ssh_target(key, text, target)
     flags = _parse_flags(key, text, query, host_address, remote=True)
+    _require_host_key_choice(key, text, host, port, flags)
     return MirrorHost(entry=text, user=user, host=host, port=port, **flags)
 
 
@@ -204,11 +214,17 @@ def _parse_flags(key: str, text: str, query: str, host_address: str, remote: boo
         raise fail("the text after '?' holds no flag: write flags as ?name=value&name=value")
 
     flags: dict[str, Any] = {}
-    for name in ("docker", "containerd", "sudo"):
+    for name in ("docker", "containerd", "sudo", "insecureIgnoreHostKey"):
         if name in seen:
             if seen[name].lower() not in _TRUE_FALSE:
                 raise fail(f"flag {name}={seen[name]!r} must be true or false")
             flags[name] = _TRUE_FALSE[seen[name].lower()]
+    if "insecureIgnoreHostKey" in flags:
+        flags["insecure_ignore_host_key"] = flags.pop("insecureIgnoreHostKey")
+    if "hostKey" in seen:
+        flags["host_key"] = _host_key_flag(query, fail)
+    if not remote and ("host_key" in flags or "insecure_ignore_host_key" in flags):
+        raise fail("hostKey and insecureIgnoreHostKey are for ssh:// hosts: `local` runs without SSH")
     if not flags.get("docker", True) and not flags.get("containerd", False):
         raise fail("docker=false leaves nothing to configure: add containerd=true, or drop the entry")
     if "etcHosts" in seen:
@@ -233,6 +249,34 @@ def _etc_hosts_address(value: str, host_address: str, remote: bool, fail: Any) -
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise fail(f"etcHosts={value!r} must be true, false or an IP address such as 10.0.0.5") from None
+
+
+def _host_key_flag(query: str, fail: Any) -> str:
+    """The hostKey value as written: only %-escapes decoded, since parse_qsl would turn the
+    '+' of the key's base64 into spaces."""
+    raw = next(part.partition("=")[2] for part in query.split("&") if part.partition("=")[0] == "hostKey")
+    try:
+        return normalize_host_key(unquote(raw))
+    except HostKeyError as error:
+        raise fail(f"hostKey: {error}") from None
+
+
+def _require_host_key_choice(key: str, text: str, host: str, port: int, flags: dict[str, Any]) -> None:
+    """Every ssh host names the key it must present, or opts out of the check explicitly."""
+    if flags.get("host_key") and flags.get("insecure_ignore_host_key"):
+        raise ConfigError(
+            f"{key}={text!r} is invalid: it sets both hostKey and insecureIgnoreHostKey=true; keep hostKey"
+        )
+    if flags.get("host_key") or flags.get("insecure_ignore_host_key"):
+        return
+    port_option = "" if port == DEFAULT_SSH_PORT else f"-p {port} "
+    raise ConfigError(
+        f"{key}={text!r} has no host key: without one, pulumi-command accepts whatever machine answers at "
+        f"{host}:{port} and sends it the CA and the daemon configuration. Add the public host key the host "
+        f"must present, as ?hostKey=ssh-ed25519 AAAA... (`ssh-keyscan -t ed25519 {port_option}{host}` prints "
+        "it; compare its fingerprint, `ssh-keygen -lf`, with the host's own "
+        "/etc/ssh/ssh_host_ed25519_key.pub), or opt out for this host with ?insecureIgnoreHostKey=true"
+    )
 
 
 def _reject_duplicates(hosts: list[MirrorHost]) -> None:

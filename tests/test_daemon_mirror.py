@@ -9,6 +9,8 @@ import tomllib
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_ssh_public_key
 
 from components.daemon_mirror import (
     HOST_SCRIPT,
@@ -39,6 +41,22 @@ def openssh_key(cipher: bytes) -> str:
 
 PRIVATE_KEY = openssh_key(b"none")
 KEY_BODY = PRIVATE_KEY.splitlines()[1]
+
+
+def public_host_key(seed: int, key_type: str = "ed25519") -> str:
+    """A real public key ("ssh-ed25519 AAAA..."), the same on every run."""
+    private: Any
+    if key_type == "ed25519":
+        private = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    elif key_type == "ecdsa":
+        private = ec.derive_private_key(seed + 1, ec.SECP256R1())
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return private.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+
+
+HOST_KEY = public_host_key(8)  # its base64 holds a "+"
+OTHER_HOST_KEY = public_host_key(2)
 
 
 def settings_for(values: dict[str, Any], secrets: tuple[str, ...] = ()) -> Any:
@@ -74,9 +92,9 @@ def test_host_entries_and_their_flags_are_parsed() -> None:
         {
             "mirrorHosts": [
                 "local",
-                "ssh://root@node1.example:2222?containerd=true&etcHosts=10.0.0.5",
-                "ssh://ops@10.0.0.7?sudo=true&docker=false&containerd=true",
-                "ssh://root@[fd00::7]",
+                f"ssh://root@node1.example:2222?containerd=true&etcHosts=10.0.0.5&hostKey={HOST_KEY}",
+                f"ssh://ops@10.0.0.7?sudo=true&docker=false&containerd=true&hostKey={OTHER_HOST_KEY}",
+                "ssh://root@[fd00::7]?insecureIgnoreHostKey=true",
             ],
             "mirrorSshPrivateKey": PRIVATE_KEY,
             "daemonJsonPath": "/etc/docker//daemon.json",
@@ -131,7 +149,10 @@ def test_bad_host_entries_name_key_value_and_fix(entry: str, expected: str) -> N
 
 def test_duplicate_hosts_are_refused_whatever_the_user_or_port() -> None:
     message = config_error(
-        {"mirrorHosts": ["ssh://root@Node1", "ssh://ops@node1:2222"], "mirrorSshPrivateKey": PRIVATE_KEY},
+        {
+            "mirrorHosts": [f"ssh://root@Node1?hostKey={HOST_KEY}", f"ssh://ops@node1:2222?hostKey={HOST_KEY}"],
+            "mirrorSshPrivateKey": PRIVATE_KEY,
+        },
         ("mirrorSshPrivateKey",),
     )
     assert "mirrorHosts[1]" in message and "mirrorHosts[0]" in message and "same host" in message
@@ -139,12 +160,14 @@ def test_duplicate_hosts_are_refused_whatever_the_user_or_port() -> None:
 
 
 def test_ssh_hosts_need_the_private_key() -> None:
-    message = config_error({"mirrorHosts": ["ssh://root@node1"]})
+    message = config_error({"mirrorHosts": [f"ssh://root@node1?hostKey={HOST_KEY}"]})
     assert "mirrorSshPrivateKey" in message and "pulumi config set --secret" in message
 
 
 def test_private_key_must_be_a_secret_and_a_key() -> None:
-    plain = config_error({"mirrorHosts": ["ssh://root@node1"], "mirrorSshPrivateKey": PRIVATE_KEY})
+    plain = config_error(
+        {"mirrorHosts": [f"ssh://root@node1?hostKey={HOST_KEY}"], "mirrorSshPrivateKey": PRIVATE_KEY}
+    )
     assert "plain text" in plain and KEY_BODY not in plain
     not_a_key = config_error({"mirrorSshPrivateKey": "~/.ssh/id_ed25519"}, ("mirrorSshPrivateKey",))
     assert "expected a PEM or OpenSSH private key" in not_a_key and "id_ed25519" not in not_a_key
@@ -154,7 +177,7 @@ def test_private_key_must_be_a_secret_and_a_key() -> None:
 
 def test_loopback_etc_hosts_on_a_remote_host_is_refused() -> None:
     message = config_error(
-        {"mirrorHosts": ["ssh://root@node1?etcHosts=true"], "mirrorSshPrivateKey": PRIVATE_KEY},
+        {"mirrorHosts": [f"ssh://root@node1?etcHosts=true&hostKey={HOST_KEY}"], "mirrorSshPrivateKey": PRIVATE_KEY},
         ("mirrorSshPrivateKey",),
     )
     assert "loopback" in message and "hostAddress" in message
@@ -169,6 +192,105 @@ def test_mirror_hosts_is_not_a_secret_and_must_be_a_list() -> None:
     assert "not a secret" in config_error({"mirrorHosts": ["local"]}, ("mirrorHosts",))
     assert "expected a list" in config_error({"mirrorHosts": "local"})
     assert "expected a list" in config_error({"mirrorHosts": '["local",'})
+
+
+# ---------------------------------------------------------------------------------------
+# SSH host keys: every ssh host names the key it must present, or opts out explicitly
+# ---------------------------------------------------------------------------------------
+
+
+def ssh_host(query: str, index: int = 0) -> MirrorHost:
+    return parse_mirror_host(f"ssh://root@node1.example?{query}", index, "127.0.0.1")
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ecdsa", "rsa"])
+def test_host_key_reaches_the_provider_in_the_form_it_parses(key_type: str) -> None:
+    key = public_host_key(7, key_type)
+    host = ssh_host(f"hostKey={key} root@node1")
+    assert host.host_key == key  # the comment dropped, '+' and '/' of the base64 kept
+    # pulumi-command reads it with ssh.ParseAuthorizedKey: "<type> <base64>"; so does cryptography.
+    parsed = load_ssh_public_key(host.host_key.encode())
+    assert parsed.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() == key
+
+
+def test_host_key_may_be_the_base64_alone_a_keyscan_line_or_url_escaped() -> None:
+    body = HOST_KEY.split()[1]
+    # A query string's '+' means a space (parse_qsl): the key's own '+' must survive.
+    assert "+" in body, "pick a seed whose key shows the escaping problem"
+    assert ssh_host(f"hostKey={body}").host_key == HOST_KEY
+    assert ssh_host(f"hostKey=node1.example,10.0.0.7 {HOST_KEY}").host_key == HOST_KEY
+    escaped = HOST_KEY.replace("+", "%2B").replace("/", "%2F").replace(" ", "%20")
+    assert ssh_host(f"containerd=true&hostKey={escaped}&sudo=true").host_key == HOST_KEY
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", "this is a fingerprint"),
+        ("ssh-dss AAAAB3NzaC1kc3M=", "cannot be verified by pulumi-command"),
+        (HOST_KEY[:40], "not an SSH public key"),
+        (HOST_KEY.replace("+", " ", 1), "not an SSH public key"),  # what parse_qsl would have made of it
+        ("ssh-rsa " + HOST_KEY.split()[1], "its base64 body is a 'ssh-ed25519' key"),
+        ("@cert-authority *.example " + HOST_KEY, "markers"),
+        ("", "empty"),
+    ],
+)
+def test_unusable_host_keys_name_the_entry_and_why(value: str, expected: str) -> None:
+    entry = f"ssh://root@node1.example?hostKey={value}"
+    message = config_error({"mirrorHosts": ["local", entry], "mirrorSshPrivateKey": PRIVATE_KEY},
+                           ("mirrorSshPrivateKey",))
+    assert "registry-stack:mirrorHosts[1]" in message and "hostKey" in message
+    assert expected in message
+
+
+def test_an_ssh_host_without_host_key_is_refused_with_the_way_to_get_it() -> None:
+    entry = "ssh://deploy@node9.example:2200?sudo=true"
+    message = config_error({"mirrorHosts": ["local", entry], "mirrorSshPrivateKey": PRIVATE_KEY},
+                           ("mirrorSshPrivateKey",))
+    assert f"registry-stack:mirrorHosts[1]={entry!r} has no host key" in message
+    assert "ssh-keyscan -t ed25519 -p 2200 node9.example" in message
+    assert "?hostKey=" in message and "?insecureIgnoreHostKey=true" in message
+
+
+def test_host_key_choices_that_contradict_themselves_are_refused() -> None:
+    both = config_error(
+        {"mirrorHosts": [f"ssh://root@n1?hostKey={HOST_KEY}&insecureIgnoreHostKey=true"],
+         "mirrorSshPrivateKey": PRIVATE_KEY}, ("mirrorSshPrivateKey",),
+    )
+    assert "both hostKey and insecureIgnoreHostKey" in both
+    assert "for ssh:// hosts" in config_error({"mirrorHosts": [f"local?hostKey={HOST_KEY}"]})
+    assert "for ssh:// hosts" in config_error({"mirrorHosts": ["local?insecureIgnoreHostKey=true"]})
+    assert "must be true or false" in config_error({"mirrorHosts": ["ssh://root@n1?insecureIgnoreHostKey=yes"]})
+    # insecureIgnoreHostKey=false is no opt-out: the host still needs its key.
+    assert "has no host key" in config_error({"mirrorHosts": ["ssh://root@n1?insecureIgnoreHostKey=false"]})
+
+
+SSH_HOSTS = [
+    f"ssh://root@node1.example:2222?hostKey={HOST_KEY}",
+    f"ssh://ops@node2.example?sudo=true&hostKey={OTHER_HOST_KEY.split()[1]}",
+    "ssh://root@node3.example?insecureIgnoreHostKey=true",
+]
+
+
+def test_every_ssh_command_carries_the_host_key_of_its_entry() -> None:
+    declaration = declared({"mirrorHosts": ["local", *SSH_HOSTS]})
+    by_host = {unwrap(r.inputs["connection"])["host"]: r for r in declaration.of_type(REMOTE_COMMAND)}
+    assert set(by_host) == {"node1.example", "node2.example", "node3.example"}
+    assert unwrap(by_host["node1.example"].inputs["connection"])["hostKey"] == HOST_KEY
+    assert unwrap(by_host["node2.example"].inputs["connection"])["hostKey"] == OTHER_HOST_KEY
+    # The opt-out is the only remote command without one, and it is said out loud.
+    assert "hostKey" not in unwrap(by_host["node3.example"].inputs["connection"])
+    warnings = [line for line in declaration.logs if line.startswith("warn:") and "insecureIgnoreHostKey" in line]
+    assert len(warnings) == 1 and "node3.example" in warnings[0] and "node1" not in warnings[0]
+    assert "connection" not in declaration.of_type(LOCAL_COMMAND)[0].inputs
+
+
+def test_the_component_refuses_an_ssh_host_it_cannot_verify() -> None:
+    from components.daemon_mirror import check_ssh_host
+
+    unverified = MirrorHost(entry="ssh://root@n1", user="root", host="n1")
+    with pytest.raises(ValueError, match="needs its host key"):
+        check_ssh_host(mirror_args(unverified))
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,7 +364,10 @@ def test_parse_report_reads_the_last_stdout_line() -> None:
 # The program under mocks
 # ---------------------------------------------------------------------------------------
 
-HOSTS = ["local?etcHosts=true", "ssh://root@node1.example:2222?containerd=true&etcHosts=10.0.0.5"]
+HOSTS = [
+    "local?etcHosts=true",
+    f"ssh://root@node1.example:2222?containerd=true&etcHosts=10.0.0.5&hostKey={HOST_KEY}",
+]
 
 
 def declared(values: dict[str, Any] | None = None, **extra: Any) -> Declaration:
@@ -354,7 +479,9 @@ def test_staging_mode_warns_that_hosts_will_not_trust_the_cache() -> None:
 
 
 def test_sudo_and_daemon_json_path_reach_the_command() -> None:
-    declaration = declared({"mirrorHosts": ["ssh://ops@node2?sudo=true"], "daemonJsonPath": "/etc/dockerd.json"})
+    declaration = declared(
+        {"mirrorHosts": [f"ssh://ops@node2?sudo=true&hostKey={HOST_KEY}"], "daemonJsonPath": "/etc/dockerd.json"}
+    )
     words = shlex.split(declaration.of_type(REMOTE_COMMAND)[0].plain_inputs["create"])
     assert words[:3] == ["sudo", "-n", "python3"]
     assert json.loads(words[5])["daemon_json"]["path"] == "/etc/dockerd.json"
@@ -376,3 +503,15 @@ def test_same_config_declares_the_same_commands() -> None:
         return [(r.name, r.plain_inputs) for r in commands(declared())]
 
     assert json.dumps(snapshot(), sort_keys=True, default=str) == json.dumps(snapshot(), sort_keys=True, default=str)
+
+
+def test_only_the_local_command_names_the_machine_it_must_run_on() -> None:
+    from components.host_scripts.daemon_mirror_host import this_machine
+
+    for resource in commands(declared()):
+        create, delete = (json.loads(shlex.split(resource.plain_inputs[k])[3]) for k in ("create", "delete"))
+        if resource.type == LOCAL_COMMAND:
+            # The delete stored in state carries it too: a destroy from elsewhere is refused there.
+            assert create["machine"] == delete["machine"] == this_machine()
+        else:
+            assert create["machine"] is None and delete["machine"] is None

@@ -539,3 +539,79 @@ def test_state_records_the_original_bytes(host: Host) -> None:
     record = state["items"][f"daemon_json:{host.daemon_json}"]
     assert record["original"] == {"text": original.decode()}
     assert record["written_sha256"] == hashlib.sha256(host.daemon_json.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# The machine a `local` entry means: the record names it, a remove elsewhere refuses
+# ---------------------------------------------------------------------------------------
+
+from components.host_scripts.daemon_mirror_host import same_machine, this_machine  # noqa: E402
+
+LAPTOP = {"hostname": "laptop-7", "id": "9f" * 16}
+
+
+def state_file(host: Host) -> dict[str, Any]:
+    (path,) = host.state_dir.glob("daemon-mirror-*.json")
+    return json.loads(path.read_text())
+
+
+def test_the_record_on_the_host_names_the_machine_that_applied_it(host: Host) -> None:
+    ok("apply", {**host.args(), "machine": this_machine()})
+    recorded = state_file(host)["machine"]
+    assert recorded == this_machine()
+    assert recorded["hostname"] == os.uname().nodename
+    # An ssh host's record names the machine too (the args carry none for ssh hosts).
+    other = Host(host.root.parent / "other-root")
+    ok("apply", other.args())
+    assert state_file(other)["machine"] == this_machine()
+
+
+def test_the_machine_is_named_by_an_app_specific_hash_not_its_machine_id(tmp_path: Path) -> None:
+    machine_id = "4c4c4544004d3510804bb4c04f393432"
+    first, second = tmp_path / "machine-id", tmp_path / "dbus-machine-id"
+    second.write_text(machine_id + "\n")
+    named = this_machine((str(first), str(second)))  # the first file is missing: the second counts
+    assert len(named["id"]) == 32 and machine_id not in named["id"]
+    first.write_text("0" * 32 + "\n")
+    assert this_machine((str(first), str(second)))["id"] not in ("", named["id"])
+    assert this_machine((str(tmp_path / "none"),))["id"] == ""
+
+
+def test_same_machine_goes_by_machine_id_and_by_name_without_one() -> None:
+    assert same_machine({"hostname": "old-name", "id": "ab"}, {"hostname": "new-name", "id": "ab"})
+    assert not same_machine({"hostname": "ci", "id": "ab"}, {"hostname": "ci", "id": "cd"})
+    assert same_machine({"hostname": "box", "id": ""}, {"hostname": "box", "id": "cd"})
+    assert not same_machine({"hostname": "", "id": ""}, {"hostname": "", "id": ""})
+
+
+def test_a_remove_from_another_machine_touches_nothing_and_says_why(host: Host) -> None:
+    write_json(host.daemon_json, '{"debug": true}\n')
+    ok("apply", {**host.args(etc_hosts=True), "machine": this_machine()})
+    before = host.snapshot()
+    state_before = state_file(host)
+
+    # The same command, as pulumi-command would run it from laptop-7's record on this machine.
+    result = run("remove", {**host.args(etc_hosts=True), "machine": LAPTOP})
+    assert result.returncode == 1
+    assert "'laptop-7'" in result.stderr and repr(os.uname().nodename) in result.stderr
+    assert "Nothing was touched" in result.stderr and "pulumi state delete" in result.stderr
+    assert host.snapshot() == before
+    assert state_file(host) == state_before
+
+    # From the machine that applied it, the same remove restores everything.
+    ok("remove", {**host.args(etc_hosts=True), "machine": {**this_machine(), "hostname": "renamed-since"}})
+    assert host.daemon_json.read_text() == '{"debug": true}\n'
+    assert host.etc_hosts.read_bytes() == ORIGINAL_HOSTS
+
+
+def test_an_apply_meant_for_another_machine_writes_nothing(host: Host) -> None:
+    before = host.snapshot()
+    result = run("apply", {**host.args(), "machine": LAPTOP})
+    assert result.returncode == 1 and "planned for 'laptop-7'" in result.stderr
+    assert host.snapshot() == before and not host.state_dir.exists()
+
+
+@pytest.mark.parametrize("machine", [{"hostname": 7}, "laptop-7", {"hostname": "", "id": ""}])
+def test_unusable_machine_args_are_refused(host: Host, machine: Any) -> None:
+    result = run("apply", {**host.args(), "machine": machine})
+    assert result.returncode == 2 and "machine" in result.stderr

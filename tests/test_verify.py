@@ -458,7 +458,7 @@ def test_no_output_is_a_secret_even_with_every_secret_set(stack: str) -> None:
         "acmeEmail": "ops@example.com",
         "users": [f"ci:{PASSWORD}"],
         "upstreamCredentials": ["docker=robot:upstream-token-5h2k"],
-        "mirrorHosts": ["local", "ssh://root@node1.example?etcHosts=10.0.0.5"],
+        "mirrorHosts": ["local", "ssh://root@node1.example?etcHosts=10.0.0.5&insecureIgnoreHostKey=true"],
         "mirrorSshPrivateKey": SSH_KEY,
     }
     declaration = declare(values, secret_keys=("users", "upstreamCredentials", "mirrorSshPrivateKey"), stack=stack)

@@ -20,6 +20,10 @@ manage; every path is a parameter, so the tests run this script against temporar
 - `dockerd`: the binary for `dockerd --validate` (Docker 23+; skipped when unsupported).
 - `docker_cli`: used in "auto" mode to check that dockerd took the change ("" = don't).
 - `settle_seconds`: how long a reload is given when that check is not possible (2 s).
+- `machine`: {"hostname", "id"} of the machine a `local` entry means (see `this_machine`):
+  the one that ran `pulumi up`. pulumi-command runs a local command's remove on whatever
+  machine runs the CLI at that moment, so both apply and remove refuse to run anywhere
+  else. The state file records the machine that applied it, for every host.
 
 Safety: every change is planned in memory first, so nothing is written unless every file
 can be handled; writes are atomic (temp file + rename) and the original bytes are kept in
@@ -37,11 +41,13 @@ import base64
 import contextlib
 import errno
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +86,7 @@ class Args:
         # How long a reload is given when nothing can tell us it is done (see carry_out).
         self.settle_seconds = float(raw.get("settle_seconds", 2.0))
         self.docker_cli = str(raw.get("docker_cli", "docker"))
+        self.machine = _machine_arg(raw.get("machine"))
         self.daemon_json: dict | None = None
         if raw.get("daemon_json"):
             self.daemon_json = {
@@ -126,6 +133,16 @@ class Args:
                 "kind": "hosts", "path": self.etc_hosts["path"], "line": self.etc_hosts["line"],
             }
         return items
+
+
+def _machine_arg(value: object) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k, ""), str) for k in ("hostname", "id")):
+        raise ValueError('machine must be {"hostname": "...", "id": "..."}')
+    if not value.get("hostname") and not value.get("id"):
+        raise ValueError("machine names no machine")
+    return {"hostname": value.get("hostname", ""), "id": value.get("id", "")}
 
 
 def _require_str(raw: dict, key: str) -> str:
@@ -784,6 +801,61 @@ def _describe(error: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# The machine: `local` means whichever machine runs pulumi, so a remove may arrive elsewhere
+# ---------------------------------------------------------------------------------------
+
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+# machine-id(5) asks that the ID itself not be shown; like systemd's
+# sd_id128_get_machine_app_specific(), an HMAC keyed with it names the machine instead.
+MACHINE_APP_ID = b"registry-stack DaemonMirror machine"
+
+
+def this_machine(id_files: tuple = MACHINE_ID_FILES) -> dict:
+    """{"hostname", "id"} of the machine this runs on; id "" when it has no machine-id."""
+    machine_id = ""
+    for path in id_files:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(path) as stream:
+                raw = stream.read().strip()
+            if raw:
+                machine_id = hmac.new(raw.encode(), MACHINE_APP_ID, hashlib.sha256).hexdigest()[:32]
+                break
+    return {"hostname": socket.gethostname(), "id": machine_id}
+
+
+def same_machine(a: dict, b: dict) -> bool:
+    """By machine-id when both have one (a renamed host stays the same machine), else by name."""
+    if a.get("id") and b.get("id"):
+        return a["id"] == b["id"]
+    return bool(a.get("hostname")) and a.get("hostname") == b.get("hostname")
+
+
+def describe_machine(machine: dict) -> str:
+    name = repr(machine.get("hostname") or "?")
+    return name + (" (machine " + machine["id"][:12] + ")" if machine.get("id") else "")
+
+
+def refuse_other_machine(action: str, args: Args, current: dict) -> None:
+    """Stop before anything is read or written when the args name another machine."""
+    expected = args.machine
+    if expected is None or same_machine(expected, current):
+        return
+    here, there = describe_machine(current), describe_machine(expected)
+    if action == "remove":
+        raise HostError(
+            "this mirror host is `local`, and it was applied on " + there + ", but this remove runs on "
+            + here + ": pulumi-command runs a local command wherever the CLI runs, so going on would change "
+            "this machine's daemon.json, not that one's. Nothing was touched. Run pulumi from " + there
+            + "; if that machine is gone, drop the command from the stack (`pulumi state delete` with the "
+            "URN of its registry-mirror-local-apply command) and clean that machine by hand"
+        )
+    raise HostError(
+        "this apply was planned for " + there + " but runs on " + here + ". Nothing was touched: run "
+        "pulumi up again on the machine that should use the cache"
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # State file and lock
 # ---------------------------------------------------------------------------------------
 
@@ -805,10 +877,10 @@ def load_state(args: Args) -> tuple:
     return raw, state.get("items", {})
 
 
-def render_state(args: Args, items: dict) -> bytes | None:
+def render_state(args: Args, items: dict, machine: dict) -> bytes | None:
     if not items:
         return None
-    state = {"version": STATE_VERSION, "id": args.id, "items": items,
+    state = {"version": STATE_VERSION, "id": args.id, "items": items, "machine": machine,
              "note": "Written by registry-stack's DaemonMirror: what it changed on this host and the "
                      "original bytes it restores on removal. Do not edit."}
     return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -853,6 +925,8 @@ def drop_empty_state_dir(args: Args) -> None:
 
 
 def run(action: str, args: Args) -> dict:
+    machine = this_machine()
+    refuse_other_machine(action, args, machine)
     with host_lock(args, create=action == "apply"):
         state_raw, state_items = load_state(args)
         if action == "apply":
@@ -868,7 +942,7 @@ def run(action: str, args: Args) -> dict:
                 if args.reload == "auto":
                     reject_mirror_flag(dockerd_pids())
                 plan.notes.append(validate_daemon_json(args.dockerd, args.daemon_json["path"], new))
-        new_state = render_state(args, plan.records)
+        new_state = render_state(args, plan.records, machine)
         report = carry_out(args, plan, state_raw, new_state)
     if action == "remove":
         drop_empty_state_dir(args)
