@@ -165,6 +165,7 @@ class RegistryStack(pulumi.ComponentResource):
             uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
             volumes=[self._data_volume(data_of or role)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
+            envs=[f"{key}={value}" for key, value in sorted(renderers.registry_environment(major).items())],
         )
 
     @staticmethod
@@ -238,6 +239,7 @@ class RegistryStack(pulumi.ComponentResource):
         command: list[str] | None = None,
         ports: list[docker.ContainerPortArgs] | None = None,
         depends_on: Sequence[pulumi.Resource] | None = None,
+        envs: list[str] | None = None,
     ) -> docker.Container:
         settings = self._settings
         name = settings.names.container(role)
@@ -255,6 +257,7 @@ class RegistryStack(pulumi.ComponentResource):
             volumes=volumes,
             healthcheck=healthcheck,
             command=command,
+            envs=envs or None,
             ports=ports,
             labels=[
                 self._label(LABEL_STACK, settings.stack, docker.ContainerLabelArgs),

@@ -33,9 +33,26 @@ REGISTRY_API_HEADER = {"Docker-Distribution-Api-Version": ["registry/2.0"]}
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+# What distribution 3.x changed for the config this program renders, from its configuration
+# reference (docs/content/about/configuration.md of distribution/distribution, 3.x line):
+# - the official image reads /etc/distribution/config.yml (2.x: /etc/docker/registry/config.yml);
+# - `proxy.ttl` exists (default 168h, 0 disables expiry); 2.x hard-codes 7 days;
+# - traces are exported by default to https://localhost:4318/v1/traces, which no stack runs:
+#   every batch would log an export error, so OTEL_TRACES_EXPORTER=none switches it off;
+# - removed: `reporting` (bugsnag, newrelic), `compatibility.schema1`, the oss and swift
+#   storage drivers, `redis.addr`/`redis.pool` (now go-redis `addrs`, `poolsize`, ...).
+#   None of these is rendered for either version (tests/test_renderers.py checks it).
+REGISTRY_3_ENVIRONMENT = {"OTEL_TRACES_EXPORTER": "none"}
+
+
 def registry_config_path(major_version: int) -> str:
     """Where the official image of that major version reads its config."""
     return "/etc/distribution/config.yml" if major_version >= 3 else "/etc/docker/registry/config.yml"
+
+
+def registry_environment(major_version: int) -> dict[str, str]:
+    """Environment of a registry container of that major version (see REGISTRY_3_ENVIRONMENT)."""
+    return dict(REGISTRY_3_ENVIRONMENT) if major_version >= 3 else {}
 
 
 # ---------------------------------------------------------------------------------------

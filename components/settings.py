@@ -44,7 +44,7 @@ ACME_DIRECTORIES = {
     TLS_LETSENCRYPT: "https://acme-v02.api.letsencrypt.org/directory",
 }
 
-DEFAULT_REGISTRY_IMAGE = "registry:2.8.3"
+DEFAULT_REGISTRY_IMAGE = "registry:3.1.1"
 DEFAULT_FRONT_IMAGE = "caddy:2.8.4"
 
 # The single source of truth for what keys exist; Pulumi.yaml declares the same keys with

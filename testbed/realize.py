@@ -201,7 +201,7 @@ class RealizingMocks(pulumi.runtime.Mocks):
             props,
             {
                 "name", "hostname", "image", "restart", "mustRun", "wait", "waitTimeout", "networksAdvanced",
-                "uploads", "volumes", "healthcheck", "command", "ports", "labels",
+                "uploads", "volumes", "healthcheck", "command", "ports", "labels", "envs",
             },
             "Container",
         )
@@ -228,6 +228,9 @@ class RealizingMocks(pulumi.runtime.Mocks):
         }
         if props.get("command"):
             create_kwargs["command"] = props["command"]
+        if props.get("envs"):
+            # pulumi-docker's `envs` are "KEY=value" strings, as the Docker API's Env list.
+            create_kwargs["environment"] = list(props["envs"])
         container = self.client.containers.create(props["image"], **_without_none(create_kwargs))
         self.realized.created.append(("container", props["name"]))
         for extra in others:

@@ -121,8 +121,8 @@ def test_every_container_is_robust(stack, build, cache):
 @pytest.mark.parametrize(("stack", "build", "cache"), RUNNING)
 def test_registries_upload_their_config_at_the_image_path(stack, build, cache):
     declaration = declared(stack, build, cache)
-    # The stack files keep the default image registry:2.8.3, which reads the 2.x path.
-    path = "/etc/docker/registry/config.yml"
+    # The stack files keep the default image registry:3.1.1, which reads the 3.x path.
+    path = "/etc/distribution/config.yml"
     for role, on in (("build", build), ("cache", cache), ("cache-standby", cache)):
         if not on:
             continue
@@ -367,7 +367,7 @@ def test_no_secret_in_plain_text_with_upstream_credentials(stack):
     # The cache does receive the upstream password, but only as a secret.
     cache_registry = declaration.containers[f"registry-stack-{stack}-cache"]
     assert isinstance(cache_registry.inputs["uploads"], SecretValue)
-    config = json.loads(upload(cache_registry, "/etc/docker/registry/config.yml"))
+    config = json.loads(upload(cache_registry, "/etc/distribution/config.yml"))
     assert config["proxy"]["username"] == "robot"
     assert config["proxy"]["password"] == UPSTREAM_PASSWORD
     # User passwords never leave the program, not even as secrets: the front gets bcrypt hashes.

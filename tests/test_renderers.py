@@ -148,11 +148,92 @@ def dials(config: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
+# distribution 3.x's configuration reference: docs/content/about/configuration.md of
+# distribution/distribution (3.x line, read at commit 0045803f). Its "List of configuration
+# options" documents these paths, among others; every key this program renders for 3.x must be
+# one of them (a key 3.x does not know is silently ignored by its YAML parser, so a typo or a
+# removed key would not even fail at start).
+DISTRIBUTION_3_DOCUMENTED_KEYS = frozenset({
+    "version", "log.level", "log.formatter", "log.fields", "log.accesslog.disabled",
+    "storage.filesystem.rootdirectory", "storage.filesystem.maxthreads", "storage.delete.enabled",
+    "storage.cache.blobdescriptor", "storage.cache.blobdescriptorsize",
+    "storage.maintenance.uploadpurging", "storage.maintenance.readonly.enabled", "storage.redirect.disable",
+    "http.addr", "http.net", "http.prefix", "http.host", "http.secret", "http.relativeurls",
+    "http.draintimeout", "http.headers", "http.debug.addr", "http.debug.prometheus.enabled",
+    "http.debug.prometheus.path", "health.storagedriver.enabled", "health.storagedriver.interval",
+    "health.storagedriver.threshold", "proxy.remoteurl", "proxy.username", "proxy.password", "proxy.ttl",
+})
+# What 3.x removed (same document, whose option list no longer has them; registry-facts.md).
+DISTRIBUTION_3_REMOVED_KEYS = ("reporting", "compatibility", "storage.oss", "storage.swift", "redis.addr",
+                               "redis.pool", "loglevel")
+
+
+def rendered_key_paths(config: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of the config's leaves; maps under `fields` and `headers` are values."""
+    paths: set[str] = set()
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in ("fields", "headers"):
+            paths |= rendered_key_paths(value, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+ALL_ROLE_CONFIGS = [
+    ("build", {}), ("standby", {}),
+    ("cache", {"upstream_url": "https://ghcr.io", "credentials": renderers.ProxyCredentials("r", "t"), "ttl": "72h"}),
+]
+
+
 def test_registry_config_path_per_major_version():
-    # registry-facts.md: v3 reads /etc/distribution/config.yml, 2.x /etc/docker/registry/config.yml
+    # configuration.md (3.x): `-v config.yml:/etc/distribution/config.yml registry:3`;
+    # 2.x images read /etc/docker/registry/config.yml (registry-facts.md).
     assert renderers.registry_config_path(2) == "/etc/docker/registry/config.yml"
     assert renderers.registry_config_path(3) == "/etc/distribution/config.yml"
     assert renderers.registry_config_path(4) == renderers.registry_config_path(3)
+
+
+@pytest.mark.parametrize(("role", "kwargs"), ALL_ROLE_CONFIGS)
+def test_every_key_rendered_for_registry_3_is_in_its_configuration_reference(role, kwargs):
+    config = json.loads(renderers.registry_config(role, 3, **kwargs))
+    undocumented = rendered_key_paths(config) - DISTRIBUTION_3_DOCUMENTED_KEYS
+    assert not undocumented, f"not in distribution 3.x's configuration.md: {sorted(undocumented)}"
+
+
+@pytest.mark.parametrize("major", [2, 3])
+@pytest.mark.parametrize(("role", "kwargs"), ALL_ROLE_CONFIGS)
+def test_no_key_that_registry_3_removed_is_rendered(role, kwargs, major):
+    if major == 2:
+        kwargs = {k: v for k, v in kwargs.items() if k != "ttl"}
+    paths = rendered_key_paths(json.loads(renderers.registry_config(role, major, **kwargs)))
+    for removed in DISTRIBUTION_3_REMOVED_KEYS:
+        assert not any(path == removed or path.startswith(f"{removed}.") for path in paths), removed
+
+
+def test_proxy_ttl_is_a_registry_3_key_and_refused_for_2():
+    # configuration.md (3.x) `proxy.ttl`: "Expire proxy cache ... 168h(7 days) by default, set to 0
+    # to disable cache expiration"; 2.8 has no such key and keeps cached content 7 days.
+    assert json.loads(renderers.registry_config("cache", 3, "https://ghcr.io", ttl="0"))["proxy"]["ttl"] == "0"
+    assert "ttl" not in json.loads(renderers.registry_config("cache", 3, "https://ghcr.io"))["proxy"]
+    with pytest.raises(ValueError, match=r"3\.x"):
+        renderers.registry_config("cache", 2, "https://ghcr.io", ttl="72h")
+
+
+def test_registry_3_does_not_export_traces_to_a_collector_nobody_runs():
+    # configuration.md (3.x) "Disable traces export": traces go to https://localhost:4318/v1/traces
+    # by default; OTEL_TRACES_EXPORTER=none turns that off. 2.x has no tracing.
+    assert renderers.registry_environment(3) == {"OTEL_TRACES_EXPORTER": "none"}
+    assert renderers.registry_environment(2) == {}
+    renderers.registry_environment(3)["OTEL_TRACES_EXPORTER"] = "otlp"  # a copy: the constant stays
+    assert renderers.registry_environment(3) == {"OTEL_TRACES_EXPORTER": "none"}
+
+
+@pytest.mark.parametrize(("role", "kwargs"), ALL_ROLE_CONFIGS)
+def test_registry_2_and_3_get_the_same_config_apart_from_ttl(role, kwargs):
+    # Everything else this program renders means the same in 2.8 and 3.x (both references).
+    without_ttl = {k: v for k, v in kwargs.items() if k != "ttl"}
+    assert renderers.registry_config(role, 2, **without_ttl) == renderers.registry_config(role, 3, **without_ttl)
 
 
 @pytest.mark.parametrize("major", [2, 3])

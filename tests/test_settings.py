@@ -114,7 +114,8 @@ BAD_CONFIGS = [
     bad("upstream-bad-ttl", {**NO_BUILD, "registryImage": "registry:3.0.0",
                              "upstreams": json.dumps(["a=https://ghcr.io;ttl=week"])},
         f"{P}:upstreams[0]", "'week'", "168h"),
-    bad("upstream-ttl-on-registry-2", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io;ttl=72h"])},
+    bad("upstream-ttl-on-registry-2", {**NO_BUILD, "registryImage": "registry:2.8.3",
+                                       "upstreams": json.dumps(["a=https://ghcr.io;ttl=72h"])},
         f"{P}:upstreams[0]", "registry 2.x", "3.x"),
     bad("upstreams-empty", {**NO_BUILD, "upstreams": "[]"}, f"{P}:upstreams is empty", "enableCache false"),
     bad("upstream-not-a-list", {**NO_BUILD, "upstreams": json.dumps({"a": "https://ghcr.io"})},
@@ -262,7 +263,7 @@ def test_defaults():
     assert settings.upstream.password is None
     assert not settings.upstream.has_credentials
     # Pulumi.yaml documents these image defaults.
-    assert settings.registry_image == "registry:2.8.3"
+    assert settings.registry_image == "registry:3.1.1"
     assert settings.front_image == "caddy:2.8.4"
     assert settings.data_path == ""
     assert settings.external_network == ""
