@@ -114,8 +114,18 @@ class RegistryStack(pulumi.ComponentResource):
         return network.name
 
     def _image(self, suffix: str, reference: str) -> docker.RemoteImage:
-        # keep_locally: destroying the stack must not delete an image other stacks use.
-        return docker.RemoteImage(f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=self._child)
+        """The pulled image; containers take its `image_id`, so a new image replaces them.
+
+        keep_locally: destroying the stack must not delete an image other stacks use.
+        replace_on_changes=["name"]: a new reference (registryImage, frontImage) replaces the
+        RemoteImage, so `pulumi preview` knows its image ID only after the pull and shows every
+        container that uses it as replaced (the container's `image` forces a new container,
+        kreuzwerker resource_docker_container.go). Updated in place instead, the image would
+        keep its old ID in the preview and the containers would look unchanged until `up`
+        replaces them (pulumi/pulumi-docker#293).
+        """
+        options = pulumi.ResourceOptions(parent=self, replace_on_changes=["name"])
+        return docker.RemoteImage(f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=options)
 
     def _data_volume(self, role: str) -> docker.ContainerVolumeArgs:
         """Named volume by default, or `<dataPath>/<role>_data` on the host; one per role."""
