@@ -4,8 +4,11 @@ import pulumi
 
 from components import renderers
 from components.daemon_mirror import daemon_mirrors_for
+from components.plugin import serve_if_launched_as_plugin
 from components.registry_stack import RegistryStack
 from components.settings import load_settings, read_pulumi_config
+
+serve_if_launched_as_plugin()  # started as the component package's plugin: serve, never run the program
 
 settings = load_settings(*read_pulumi_config())
 stack = RegistryStack("registry", settings)

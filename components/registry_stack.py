@@ -37,8 +37,6 @@ class RegistryStack(pulumi.ComponentResource):
     unified_url: pulumi.Output[str]
     cache_urls: dict[str, str]
     ca_cert_pem: pulumi.Output[str | None]
-    primary_cache_resources: tuple[pulumi.Resource, ...]
-    """What serves the primary cache (its container and the front): a DaemonMirror waits for these."""
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("registry-stack:index:RegistryStack", name, {}, opts)
@@ -68,7 +66,11 @@ class RegistryStack(pulumi.ComponentResource):
         self.unified_url = pulumi.Output.from_input(unified_url)
         self.cache_urls = {u.name: names.url(names.cache_hostname(u.name)) for u in settings.caches}
         serving = (naming.cache_role(primary.name), naming.FRONT) if primary else ()
-        self.primary_cache_resources = tuple(self.containers[role] for role in serving if role in self.containers)
+        # What serves the primary cache: a DaemonMirror waits for these. Not a class-level
+        # annotation, so the component package's schema does not list it as an output.
+        self.primary_cache_resources: tuple[pulumi.Resource, ...] = tuple(
+            self.containers[role] for role in serving if role in self.containers
+        )
         self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
         self.register_outputs({
             "buildUrl": self.build_url,
