@@ -39,11 +39,12 @@ from typing import Any
 import docker
 import pytest
 
+from testbed import E2E_STACK_LABEL, images
+from testbed.clients import free_port, make_unique_image, remove_local_image, wait_for_http
+from testbed.realize import RealizingMocks
+from testbed.stack import e2e_values, remove_leftovers, secret_keys_of
 from tests.e2e import hosts as host_bed_module
-from tests.e2e import images
 from tests.e2e.hosts import Host, HostBed, HostSpec
-from tests.e2e.realize import RealizingMocks
-from tests.e2e.support import E2E_STACK_LABEL, e2e_values, free_port, remove_leftovers, secret_keys_of, wait_for_http
 from tests.harness import declare, unwrap
 
 REMOTE_COMMAND = "command:remote:Command"
@@ -291,8 +292,6 @@ def unique_repository(prefix: str) -> str:
 
 def seed(standin: Standin, repository: str, tag: str = "1") -> None:
     """Push a tiny image nobody else has to a stand-in (through its 127.0.0.1 port), forget it."""
-    from tests.e2e.support import make_unique_image, remove_local_image
-
     reference = f"{standin.seed_address}/{repository}:{tag}"
     make_unique_image(reference, layers=2)
     try:

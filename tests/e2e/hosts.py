@@ -44,7 +44,7 @@ import docker
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.e2e import images
+from testbed import images
 
 RECIPE_DIR = Path(__file__).resolve().parent / "host_recipe"
 SETUP_SCRIPT = RECIPE_DIR / "setup.sh"
