@@ -59,3 +59,7 @@ def docker_cli() -> Iterator[DockerCli]:
     cli = DockerCli()
     yield cli
     cli.cleanup()
+
+
+# The host bed (tests/e2e/hosts.py): real Docker 28/26, containerd and podman hosts.
+from tests.e2e.host_stack import host_machines, host_network, hosts_stack  # noqa: E402, F401
