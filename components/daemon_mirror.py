@@ -33,9 +33,11 @@ import pulumi
 import pulumi_command as command
 
 from . import naming
+from .config_schema import PROJECT
 from .host_scripts.daemon_mirror_host import this_machine
 from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
-from .settings import DOCKER_HUB_URL, PROJECT, TLS_LETSENCRYPT_STAGING, Secret, Settings
+from .secret import Secret
+from .settings import DOCKER_HUB_URL, TLS_LETSENCRYPT_STAGING, Settings
 
 if TYPE_CHECKING:
     from .registry_stack import RegistryStack

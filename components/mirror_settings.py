@@ -11,26 +11,26 @@ entry as URL query flags):
 - `mirrorSshPrivateKey` (secret string): the key for every ssh:// host.
 - `daemonJsonPath` (string): where dockerd reads its config on the hosts.
 
-`read_mirror_settings` is a pure function of the raw config values, like
-`settings.load_settings` (which calls it), so every error is tested without mocks.
+`read_mirror_settings` is a pure function of the three keys' typed values (config_schema.py
+has their types and defaults; `settings.settings_from_values` calls it), so every error is
+tested without mocks.
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import posixpath
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .settings import PROJECT, ConfigError, Secret
+from .config_schema import PROJECT, ConfigError, default
+from .secret import Secret
 from .ssh_host_keys import HostKeyError, normalize_host_key
 
-DEFAULT_DAEMON_JSON_PATH = "/etc/docker/daemon.json"
+DEFAULT_DAEMON_JSON_PATH: str = default("daemonJsonPath")
 LOCAL = "local"
 DEFAULT_SSH_PORT = 22
 
@@ -88,9 +88,9 @@ class MirrorHost:
 
 @dataclass(frozen=True)
 class MirrorSettings:
-    hosts: tuple[MirrorHost, ...] = ()
-    ssh_private_key: Secret | None = None
-    daemon_json_path: str = DEFAULT_DAEMON_JSON_PATH
+    hosts: tuple[MirrorHost, ...]
+    ssh_private_key: Secret | None
+    daemon_json_path: str
 
     @property
     def any_ssh_host(self) -> bool:
@@ -98,15 +98,15 @@ class MirrorSettings:
 
 
 def read_mirror_settings(
-    raw: Mapping[str, Any], secret_keys: set[str] | frozenset[str], host_address: str
+    hosts: list[str], ssh_private_key: str, daemon_json_path: str, host_address: str
 ) -> MirrorSettings:
     """Validate `mirrorHosts`, `mirrorSshPrivateKey` and `daemonJsonPath`.
 
     `host_address` (the validated `hostAddress`) is what `etcHosts=true` maps the names to.
     """
-    hosts = _read_hosts(raw.get("mirrorHosts"), "mirrorHosts" in secret_keys, host_address)
-    key = _read_private_key(raw.get("mirrorSshPrivateKey"), "mirrorSshPrivateKey" in secret_keys)
-    ssh_hosts = [host for host in hosts if not host.is_local]
+    parsed = _read_hosts(hosts, host_address)
+    key = _read_private_key(ssh_private_key)
+    ssh_hosts = [host for host in parsed if not host.is_local]
     if ssh_hosts and key is None:
         raise ConfigError(
             f"{PROJECT}:mirrorHosts has ssh host {ssh_hosts[0].entry!r} but {PROJECT}:mirrorSshPrivateKey "
@@ -114,9 +114,9 @@ def read_mirror_settings(
             f"`pulumi config set --secret {PROJECT}:mirrorSshPrivateKey < ~/.ssh/id_ed25519`"
         )
     return MirrorSettings(
-        hosts=hosts,
+        hosts=parsed,
         ssh_private_key=key,
-        daemon_json_path=_read_daemon_json_path(raw.get("daemonJsonPath"), "daemonJsonPath" in secret_keys),
+        daemon_json_path=_read_daemon_json_path(daemon_json_path),
     )
 
 
@@ -125,23 +125,7 @@ def read_mirror_settings(
 # ---------------------------------------------------------------------------------------
 
 
-def _read_hosts(value: Any, is_secret: bool, host_address: str) -> tuple[MirrorHost, ...]:
-    if value is None or value == "" or value == []:
-        return ()
-    if is_secret:
-        raise ConfigError(f"{PROJECT}:mirrorHosts is not a secret setting: set it without --secret")
-    entries = value
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            entries = json.loads(value)
-        except ValueError:
-            entries = value
-    if not isinstance(entries, list):
-        raise ConfigError(
-            f"{PROJECT}:mirrorHosts={value!r} is invalid: expected a list such as "
-            '["local", "ssh://root@node1.example"]; set entries with '
-            f"`pulumi config set --path '{PROJECT}:mirrorHosts[0]' local`"
-        )
+def _read_hosts(entries: list[str], host_address: str) -> tuple[MirrorHost, ...]:
     hosts = [parse_mirror_host(entry, index, host_address) for index, entry in enumerate(entries)]
     _reject_duplicates(hosts)
     return tuple(hosts)
@@ -297,16 +281,10 @@ def _reject_duplicates(hosts: list[MirrorHost]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_private_key(value: Any, is_secret: bool) -> Secret | None:
-    if value is None or value == "":
+def _read_private_key(value: str) -> Secret | None:
+    if value == "":
         return None
-    if not is_secret:
-        raise ConfigError(
-            f"{PROJECT}:mirrorSshPrivateKey is stored in plain text: it must be a secret. Remove it "
-            f"(`pulumi config rm {PROJECT}:mirrorSshPrivateKey`), then run "
-            f"`pulumi config set --secret {PROJECT}:mirrorSshPrivateKey < ~/.ssh/id_ed25519`"
-        )
-    if not isinstance(value, str) or "-----BEGIN" not in value or "PRIVATE KEY-----" not in value:
+    if "-----BEGIN" not in value or "PRIVATE KEY-----" not in value:
         raise ConfigError(
             f"{PROJECT}:mirrorSshPrivateKey=**** is invalid: expected a PEM or OpenSSH private key "
             "(-----BEGIN ... PRIVATE KEY-----), not a path or a public key"
@@ -340,12 +318,10 @@ def _is_encrypted_key(pem: str) -> bool:
     return cipher != b"none"
 
 
-def _read_daemon_json_path(value: Any, is_secret: bool) -> str:
-    if value is None or value == "":
+def _read_daemon_json_path(value: str) -> str:
+    if value == "":
         return DEFAULT_DAEMON_JSON_PATH
-    if is_secret:
-        raise ConfigError(f"{PROJECT}:daemonJsonPath is not a secret setting: set it without --secret")
-    text = str(value).strip()
+    text = value.strip()
     normalized = posixpath.normpath(text)
     if not text.startswith("/") or text.endswith("/") or "\n" in text or normalized in ("/", "//"):
         raise ConfigError(

@@ -13,7 +13,7 @@
   endpoint's fallback want Docker Hub itself: `docker_hub`.
 
 Pure functions of plain values: the stack, the renderers and DaemonMirror call these and
-never format a name themselves. Nothing here imports another module of the project.
+never format a name themselves. It imports only config_schema (the project name).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-PROJECT = "registry-stack"
+from .config_schema import PROJECT  # the one declaration of the project name
+
 DOCKER_HUB_NAME = "docker"
 BUILD = "build"
 FRONT = "front"

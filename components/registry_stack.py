@@ -20,7 +20,8 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from . import naming, renderers
-from .settings import Secret, Settings, Upstream
+from .secret import Secret
+from .settings import Settings, Upstream
 from .tls import Tls
 
 _LabelArgs = TypeVar("_LabelArgs")

@@ -15,19 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import naming
-from .naming import DOCKER_HUB_NAME
+from .config_schema import PROJECT, ConfigError, default
+from .secret import Secret
 
-PROJECT = "registry-stack"
 DOCKER_HUB_URL = "https://registry-1.docker.io"
-DEFAULT_UPSTREAMS = (f"{DOCKER_HUB_NAME}={DOCKER_HUB_URL}",)
+DEFAULT_UPSTREAMS: tuple[str, ...] = tuple(default("upstreams"))
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _DURATION = re.compile(r"^(?:\d+h)?(?:\d+m)?(?:\d+s)?$")
 ENTRY_FORMAT = '"name=https://host[;ttl=168h]"'
-
-
-class UpstreamError(ValueError):
-    """Raised with a message that names the key, the value and the fix."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ class Upstream:
     name: str
     url: str
     username: str = ""
-    password: Any = None  # settings.Secret; typed loosely to keep this module standalone
+    password: Secret | None = None
     ttl: str = ""
 
     @property
@@ -64,7 +60,7 @@ class Upstream:
 def parse_upstreams(entries: list[Any], registry_major: int) -> tuple[Upstream, ...]:
     """Validate the `upstreams` list (without credentials)."""
     if not entries:
-        raise UpstreamError(
+        raise ConfigError(
             f"{PROJECT}:upstreams is empty: the cache needs at least one upstream, for example "
             f"`pulumi config set --path '{PROJECT}:upstreams[0]' '{DEFAULT_UPSTREAMS[0]}'`, "
             f"or set {PROJECT}:enableCache false"
@@ -83,18 +79,18 @@ def _parse_entry(index: int, entry: str, registry_major: int) -> Upstream:
     url, _, options = rest.partition(";")
     name, url = name.strip(), url.strip().rstrip("/")
     if not equals or not _NAME.match(name):
-        raise UpstreamError(
+        raise ConfigError(
             f"{key}={entry!r} is invalid: expected {ENTRY_FORMAT} with a name of lowercase "
             "letters, digits and '-' (it becomes the hostname <name>-cache.<domain>)"
         )
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UpstreamError(f"{key}={entry!r} is invalid: the URL must start with https:// or http://")
+        raise ConfigError(f"{key}={entry!r} is invalid: the URL must start with https:// or http://")
     if parts.path not in ("", "/"):
-        raise UpstreamError(f"{key}={entry!r} is invalid: a registry URL is the root of its host: drop the path")
+        raise ConfigError(f"{key}={entry!r} is invalid: a registry URL is the root of its host: drop the path")
     ttl = _parse_options(key, entry, options)
     if ttl and registry_major < 3:
-        raise UpstreamError(
+        raise ConfigError(
             f"{key}={entry!r} sets ttl, which registry 2.x does not support (it keeps cached "
             "content 7 days): drop ;ttl=..., or set registryImage to a 3.x tag"
         )
@@ -106,9 +102,9 @@ def _parse_options(key: str, entry: str, options: str) -> str:
     for option in filter(None, (o.strip() for o in options.split(";"))):
         option_name, _, value = option.partition("=")
         if option_name != "ttl":
-            raise UpstreamError(f"{key}={entry!r} has unknown option {option_name!r}: the only option is ttl")
+            raise ConfigError(f"{key}={entry!r} has unknown option {option_name!r}: the only option is ttl")
         if not value or not _DURATION.match(value):
-            raise UpstreamError(f"{key}={entry!r} has ttl={value!r}: expected a duration such as 168h or 30m")
+            raise ConfigError(f"{key}={entry!r} has ttl={value!r}: expected a duration such as 168h or 30m")
         ttl = value
     return ttl
 
@@ -116,12 +112,12 @@ def _parse_options(key: str, entry: str, options: str) -> str:
 def _reject_duplicate(known: list[Upstream], upstream: Upstream, index: int) -> None:
     for other in known:
         if other.name == upstream.name:
-            raise UpstreamError(
+            raise ConfigError(
                 f"{PROJECT}:upstreams[{index}] names upstream {upstream.name!r} twice: "
                 "each name (and so each hostname <name>-cache.<domain>) must be unique"
             )
         if other.url == upstream.url:
-            raise UpstreamError(
+            raise ConfigError(
                 f"{PROJECT}:upstreams[{index}] caches {upstream.url} again (already as "
                 f"{other.name!r}): one cache per upstream"
             )
@@ -136,13 +132,13 @@ def parse_credentials(entries: list[Any], upstreams: tuple[Upstream, ...]) -> di
         name, equals, credentials = str(entry).partition("=")
         username, colon, password = credentials.partition(":")
         if not equals or not colon or not username or not password:
-            raise UpstreamError(f'{key}=**** is invalid: expected "name=username:password"')
+            raise ConfigError(f'{key}=**** is invalid: expected "name=username:password"')
         if name not in names:
-            raise UpstreamError(
+            raise ConfigError(
                 f"{key} is for upstream {name!r}, which {PROJECT}:upstreams does not list "
                 f"(it has {', '.join(sorted(names))})"
             )
         if name in result:
-            raise UpstreamError(f"{key} gives credentials for {name!r} twice: keep one entry per upstream")
+            raise ConfigError(f"{key} gives credentials for {name!r} twice: keep one entry per upstream")
         result[name] = (username, password)
     return result

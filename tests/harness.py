@@ -1,9 +1,18 @@
-"""Run the Pulumi program under mocks and capture everything it declares.
+"""Feed the program config as the Pulumi CLI does, run it under mocks, capture what it declares.
 
-`declare(config)` runs __main__.py in a fresh Pulumi runtime and returns a `Declaration`:
-every registered resource (type, name, parent, options, inputs) and the stack outputs.
-Secret values stay wrapped (`SecretValue`) so tests can tell a secret from plain text;
-`unwrap()` gives plain data for the e2e realizer.
+Every test that gives the program config goes through here:
+
+- `engine_config(values, secret_keys, stack)` builds what the real CLI hands a program for
+  `pulumi preview`/`up`: the stack file's values, Pulumi.yaml's defaults for the keys the
+  stack leaves unset, the CLI's own type check of every value before the program starts
+  (raising `CliError` with the CLI's message), and the names of the secret keys.
+- `settings(values, ...)` validates that config the way `__main__.py` does, without mocks.
+- `declare(values, ...)` runs __main__.py in a fresh Pulumi runtime with it and returns a
+  `Declaration`: every registered resource (type, name, parent, options, inputs) and the
+  stack outputs. Secret values stay wrapped (`SecretValue`) so tests can tell a secret
+  from plain text; `unwrap()` gives plain data for the e2e realizer.
+- `run_like_language_host(values, ...)` runs it as pulumi-language-python-exec does and
+  returns what that host would print when the program fails.
 """
 
 from __future__ import annotations
@@ -12,15 +21,20 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
+import re
 import runpy
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi.runtime
 import pulumi.runtime.config as runtime_config
+import yaml
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
@@ -173,28 +187,217 @@ class _InputRecorder(pulumi.runtime.Mocks):
         return self.delegate.call(args)
 
 
-def config_for(values: Mapping[str, Any]) -> dict[str, str]:
-    """Config the way the CLI hands it over: project-namespaced keys, JSON for lists."""
-    result = {}
-    for key, value in values.items():
-        full = key if ":" in key else f"{PROJECT}:{key}"
-        if isinstance(value, (list, dict)):
-            result[full] = json.dumps(value)
-        elif isinstance(value, bool):
-            result[full] = "true" if value else "false"
-        else:
-            result[full] = str(value)
-    return result
+# ---------------------------------------------------------------------------------------
+# Config as the Pulumi CLI builds it (pulumi/pulumi, read 2026-12):
+# - sdk/go/common/resource/config/object.go: a stack file value is a string, a scalar (bool,
+#   number: kept as its JSON text), a `secure:` ciphertext, or a list/map of those; a key is
+#   secret when ANY element is encrypted (object.Secure).
+# - pkg/workspace/config.go mergeConfig: Pulumi.yaml defaults fill the keys the stack leaves
+#   unset (createConfigValue: scalars as "%v" text, lists as JSON); keys without a default
+#   must be set; then validateStackConfigValues checks every declared key, in sorted order:
+#   `secret: true` keys must be encrypted, and the value must match the declared type
+#   (sdk/go/common/workspace/project.go ValidateConfigValue). The first failure stops the
+#   command with "validating stack config: ..." before the program runs.
+# - plaintext.go marshalText: the program gets strings, structured values as compact JSON
+#   from Go's json.Marshal (sorted keys, <, > and & escaped).
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encrypted:
+    """A value set with `pulumi config set --secret` (`{secure: <ciphertext>}` in the stack file)."""
+
+    value: str
+
+
+class CliError(Exception):
+    """The real CLI refused the stack's config before starting the program: its own message
+    (the CLI prints it after "error: ")."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the program receives: PULUMI_CONFIG (full key -> text) and PULUMI_CONFIG_SECRET_KEYS."""
+
+    config: dict[str, str]
+    secret_keys: tuple[str, ...]
+
+    @property
+    def project_values(self) -> dict[str, str]:
+        return {k.split(":", 1)[1]: v for k, v in self.config.items() if k.startswith(f"{PROJECT}:")}
+
+    @property
+    def project_secret_keys(self) -> frozenset[str]:
+        return frozenset(k.split(":", 1)[1] for k in self.secret_keys if k.startswith(f"{PROJECT}:"))
+
+
+@cache
+def project_config() -> dict[str, dict[str, Any]]:
+    """The `config:` block of Pulumi.yaml."""
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+
+
+def stack_file_values(values: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """Values as `pulumi config set` stores them in Pulumi.<stack>.yaml, under full keys.
+
+    A key named in `secret_keys` is encrypted as `--secret` stores it: a string whole, a list
+    entry by entry (`pulumi config set --secret --path 'users[0]' ...`). `Encrypted` marks
+    single entries, for a list where only some were set with --secret.
+    """
+    secret = {_full_key(k) for k in secret_keys}
+    return {_full_key(k): _encrypt(v) if _full_key(k) in secret else v for k, v in values.items()}
+
+
+def engine_config(values: Mapping[str, Any], secret_keys: Iterable[str] = (), stack: str = "dev") -> EngineConfig:
+    """The config the CLI gives the program for a stack file holding `values`, or the CLI's CliError."""
+    _check_stack_name(stack)
+    merged = stack_file_values(values, secret_keys)
+    declared = project_config()
+    missing = []
+    for name, spec in declared.items():
+        full = _full_key(name)
+        if full not in merged:
+            if "default" in spec:
+                merged[full] = _default_text(spec["default"])
+            else:
+                missing.append(name)
+    if missing:
+        noun = "value" if len(missing) == 1 else "values"
+        raise CliError(f"validating stack config: Stack '{stack}' is missing configuration {noun} "
+                       f"{_format_missing(sorted(missing))}")
+    for name in sorted(declared):
+        _validate_stack_value(stack, name, declared[name], merged[_full_key(name)])
+    return EngineConfig(
+        config={key: _program_text(value) for key, value in merged.items()},
+        secret_keys=tuple(sorted(key for key, value in merged.items() if _is_secure(value))),
+    )
+
+
+def settings(values: Mapping[str, Any], secret_keys: Iterable[str] = (), stack: str = "dev") -> Any:
+    """The program's Settings for that stack file, as __main__.py validates the engine's config."""
+    from components.settings import load_settings
+
+    engine = engine_config(values, secret_keys, stack)
+    return load_settings(engine.project_values, engine.project_secret_keys, stack)
+
+
+def _full_key(key: str) -> str:
+    return key if ":" in key else f"{PROJECT}:{key}"
+
+
+def _encrypt(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_encrypt(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _encrypt(v) for k, v in value.items()}
+    return value if isinstance(value, Encrypted) else Encrypted(_scalar_text(value))
+
+
+def _is_secure(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_is_secure(item) for item in value)
+    if isinstance(value, dict):
+        return any(_is_secure(item) for item in value.values())
+    return isinstance(value, Encrypted)
+
+
+def _check_stack_name(stack: str) -> None:
+    # pkg/backend/diy: stackNameAndProjectRegexp, the rule every backend applies.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack):
+        raise CliError("stack names may only contain alphanumeric, hyphens, underscores, or periods")
+
+
+def _format_missing(keys: list[str]) -> str:
+    if len(keys) == 1:
+        return f"'{keys[0]}'"
+    return ", ".join(f"'{k}'" for k in keys[:-1]) + f" and '{keys[-1]}'"
+
+
+def _scalar_text(value: Any) -> str:
+    """A scalar stack value's text (object.MarshalString: bools and numbers as JSON)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _default_text(value: Any) -> Any:
+    """createConfigValue: a scalar default becomes its "%v" text; a list stays structured."""
+    return value if isinstance(value, (list, dict)) else _scalar_text(value)
+
+
+def _decrypted(value: Any) -> Any:
+    """The value with every ciphertext replaced by its plaintext."""
+    if isinstance(value, list):
+        return [_decrypted(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _decrypted(v) for k, v in value.items()}
+    return value.value if isinstance(value, Encrypted) else value
+
+
+def _program_text(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        text = json.dumps(_decrypted(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        # Go's json.Marshal escapes these for HTML; json.loads reads them back the same.
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    if isinstance(value, Encrypted):
+        return value.value
+    return _scalar_text(value)
+
+
+def _validate_stack_value(stack: str, name: str, spec: dict[str, Any], value: Any) -> None:
+    if spec.get("secret") and not _is_secure(value):
+        raise CliError(
+            f"validating stack config: Stack '{stack}' with configuration key '{name}' must be encrypted as it's secret"
+        )
+    if "type" not in spec:
+        return
+    # Structured values are checked as Go decodes their JSON; scalars as their text.
+    content = json.loads(json.dumps(_decrypted(value))) if isinstance(value, (list, dict)) else _program_text(value)
+    if not _matches_type(spec["type"], spec.get("items"), content, structured=isinstance(value, (list, dict))):
+        raise CliError(
+            f"validating stack config: Stack '{stack}' with configuration key '{name}' "
+            f"must be of type '{_full_type_name(spec['type'], spec.get('items'))}'"
+        )
+
+
+def _matches_type(type_name: str, items: dict[str, Any] | None, value: Any, structured: bool) -> bool:
+    """ValidateConfigValue. Inside JSON every number is a float64, so a string check fails on it."""
+    if type_name == "string":
+        return isinstance(value, str)
+    if type_name == "integer":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, (int, float)):
+            return float(value) == math.trunc(float(value))
+        return isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value) is not None  # strconv.Atoi
+    if type_name == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    if type_name == "object":
+        return isinstance(value, dict)
+    if not isinstance(value, list) or items is None:
+        return False
+    return all(_matches_type(items["type"], items.get("items"), item, structured) for item in value)
+
+
+def _full_type_name(type_name: str, items: dict[str, Any] | None) -> str:
+    if items is not None:
+        return f"array<{_full_type_name(items['type'], items.get('items'))}>"
+    return type_name
 
 
 def declare(
     values: Mapping[str, Any],
-    secret_keys: tuple[str, ...] = (),
+    secret_keys: Iterable[str] = (),
     stack: str = "dev",
     preview: bool = False,
     mocks: pulumi.runtime.Mocks | None = None,
 ) -> Declaration:
-    """Run __main__.py under mocks with the given config and return what it declared.
+    """Run __main__.py under mocks with the config the CLI builds from `values`; return what it declared.
+
+    `values` are the stack file's (typed as YAML gives them; `Encrypted` for single secret
+    entries), `secret_keys` the keys set with --secret. A value the CLI refuses raises CliError.
 
     `mocks` decides the providers' outputs: deterministic fakes by default; the e2e suite
     passes mocks that create each resource for real.
@@ -203,12 +406,11 @@ def declare(
     asyncio.set_event_loop(loop)
     pulumi.runtime.settings.reset_options()
 
+    engine = engine_config(values, secret_keys, stack)  # the CLI's checks come before the program
     recorder = _InputRecorder(mocks or Mocks())
     monitor = CapturingMonitor(recorder)
     logs: list[str] = []
-    runtime_config.set_all_config(
-        config_for(values), [k if ":" in k else f"{PROJECT}:{k}" for k in secret_keys]
-    )
+    runtime_config.set_all_config(engine.config, list(engine.secret_keys))
     pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     _patch_log(logs)
 
@@ -244,3 +446,29 @@ def _patch_log(sink: list[str]) -> None:
 
     pulumi.log.info = record("info")  # type: ignore[assignment]
     pulumi.log.warn = record("warn")  # type: ignore[assignment]
+
+
+@dataclass
+class LanguageHostRun:
+    """How pulumi-language-python-exec ends a program: success, and what it logs as errors."""
+
+    successful: bool
+    errors: list[str]
+
+
+def run_like_language_host(
+    values: Mapping[str, Any], secret_keys: Iterable[str] = (), stack: str = "dev"
+) -> LanguageHostRun:
+    """Run __main__.py and handle its failure as the Python language host does.
+
+    pulumi/pulumi sdk/python/cmd/pulumi-language-python-exec: `except pulumi.RunError as e:
+    pulumi.log.error(str(e))`, `except Exception: pulumi.log.error(traceback.format_exc())`.
+    The program's exception reaches it unchanged (runtime/stack.py run_pulumi_func re-raises it).
+    """
+    try:
+        declare(values, secret_keys=secret_keys, stack=stack)
+    except pulumi.RunError as error:
+        return LanguageHostRun(successful=False, errors=[str(error)])
+    except Exception:
+        return LanguageHostRun(successful=False, errors=[traceback.format_exc()])
+    return LanguageHostRun(successful=True, errors=[])

@@ -1,4 +1,4 @@
-"""Pulumi.yaml's config block, the program's KNOWN_KEYS and the README's table agree."""
+"""config_schema.py's table of keys, Pulumi.yaml's config block and the README's table agree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.settings import KNOWN_KEYS, PROJECT, ConfigError, load_settings
+from components.config_schema import KEYS, KNOWN_KEYS, PROJECT, SECRET_KEYS, ConfigError, key
+from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -21,66 +22,65 @@ def project_config() -> dict[str, dict[str, Any]]:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
 
 
-def cli_value(value: Any) -> str:
-    """A project default the way the Pulumi CLI hands it to the program when a stack leaves
-    the key unset: primitives formatted as text, arrays as JSON."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
 def test_pulumi_yaml_declares_exactly_the_known_keys():
     config = project_config()
     assert len(KNOWN_KEYS) == len(set(KNOWN_KEYS))
     assert set(config) == set(KNOWN_KEYS)
+    assert list(config) == list(KNOWN_KEYS)  # same order: the README table follows it
 
 
-@pytest.mark.parametrize("key", KNOWN_KEYS)
-def test_each_key_has_type_default_and_description(key):
-    spec = project_config()[key]
-    assert spec.get("type") in PULUMI_TYPES, f"{key}: type {spec.get('type')!r}"
-    assert "default" in spec, f"{key}: no default"
-    assert isinstance(spec["default"], PULUMI_TYPES[spec["type"]]), f"{key}: default does not match its type"
+@pytest.mark.parametrize("name", KNOWN_KEYS)
+def test_pulumi_yaml_declares_each_key_as_the_schema_does(name):
+    spec, schema = project_config()[name], key(name)
+    assert spec.get("type") == schema.type
+    assert spec.get("items", {}).get("type") == schema.items
+    assert spec.get("default") == schema.default
+    assert spec.get("description") == schema.documented_description
+    # `secret: true` needs a key without a default on current CLIs (pulumi/pulumi#21865), so
+    # Pulumi.yaml may declare it only where the schema says the key is secret.
+    assert spec.get("secret", False) in (False, schema.secret)
+
+
+@pytest.mark.parametrize("name", KNOWN_KEYS)
+def test_each_key_has_type_default_and_description(name):
+    spec = project_config()[name]
+    assert spec.get("type") in PULUMI_TYPES, f"{name}: type {spec.get('type')!r}"
+    assert "default" in spec, f"{name}: no default"
+    assert isinstance(spec["default"], PULUMI_TYPES[spec["type"]]), f"{name}: default does not match its type"
     if spec["type"] == "integer":
         assert not isinstance(spec["default"], bool)
     if spec["type"] == "array":
-        assert spec.get("items", {}).get("type") in PULUMI_TYPES, f"{key}: array without items.type"
-    assert isinstance(spec.get("description"), str) and len(spec["description"].strip()) > 10, key
+        assert spec.get("items", {}).get("type") in PULUMI_TYPES, f"{name}: array without items.type"
+    assert isinstance(spec.get("description"), str) and len(spec["description"].strip()) > 10, name
 
 
-def _refuses_plain_text(key: str, spec: dict) -> bool:
+def _refuses_plain_text(name: str, spec: dict) -> bool:
     sample = ["alice:correct-horse-1"] if spec["type"] == "array" else "sample-value-1234"
-    raw = {"enableBuild": "false", key: cli_value(sample)}
     try:
-        load_settings(raw, set(), "dev")
-    except ConfigError as error:
+        harness.settings({"enableBuild": False, name: sample})
+    except (ConfigError, harness.CliError) as error:
         return "plain text" in str(error)
     return False
 
 
 def test_secret_keys_are_marked_secret_in_their_description():
     config = project_config()
-    refused = {key for key, spec in config.items() if _refuses_plain_text(key, spec)}
-    marked = {key for key, spec in config.items() if spec["description"].startswith("(secret)")}
+    refused = {name for name, spec in config.items() if _refuses_plain_text(name, spec)}
+    marked = {name for name, spec in config.items() if spec["description"].startswith("(secret)")}
     assert {"users", "upstreamCredentials"} <= refused  # the check finds what it looks for
-    assert refused == marked
+    assert refused == marked == SECRET_KEYS
 
 
-@pytest.mark.parametrize(
-    "key",
-    KNOWN_KEYS,
-)
-def test_pulumi_yaml_default_means_the_same_as_leaving_the_key_unset(key):
+@pytest.mark.parametrize("name", KNOWN_KEYS)
+def test_pulumi_yaml_default_means_the_same_as_leaving_the_key_unset(name):
     """The CLI applies project defaults to every stack, so the program sees them as values."""
-    default = project_config()[key]["default"]
-    base: dict[str, str] = {"users": cli_value(["alice:correct-horse-1"])}
+    default = project_config()[name]["default"]
+    base: dict[str, Any] = {"users": ["alice:correct-horse-1"]}
     secret_keys = {"users"}
-    if key == "users":
-        base, secret_keys = {"enableBuild": "false"}, set()
-    unset = load_settings(base, secret_keys, "dev")
-    given = load_settings({**base, key: cli_value(default)}, secret_keys, "dev")
+    if name == "users":
+        base, secret_keys = {"enableBuild": False}, set()
+    unset = harness.settings(base, secret_keys)
+    given = harness.settings({**base, name: default}, secret_keys)
     assert given == unset
 
 
@@ -135,21 +135,30 @@ def readme_config_table(text: str) -> dict[str, str] | None:
     return best
 
 
+def _default_text(value: Any) -> str:
+    """A default as the README shows it: text for scalars, JSON for lists."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
 def _same_default(cell: str, default: Any) -> bool:
     shown = cell.strip()
     if len(shown) >= 2 and shown.startswith("`") and shown.endswith("`"):
         shown = shown[1:-1].strip()
-    expected = cli_value(default)
+    expected = _default_text(default)
     if expected in ("", "[]") and shown.lower() in _EMPTY | {"[]"}:
         return True
     return shown == expected
 
 
-def test_readme_config_table_matches_pulumi_yaml():
+def test_readme_config_table_matches_the_schema():
     assert README.exists(), "README.md is missing"
     table = readme_config_table(README.read_text())
     assert table, "README.md has no config table (a markdown table of `key` | ... | default | ...)"
-    config = project_config()
+    config = {spec.name: {"default": spec.default} for spec in KEYS}
     assert set(table) == set(config), {
         "missing from README": sorted(set(config) - set(table)),
         "not in Pulumi.yaml": sorted(set(table) - set(config)),

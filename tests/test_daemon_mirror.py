@@ -23,7 +23,8 @@ from components.daemon_mirror import (
     script_command,
 )
 from components.mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost, parse_mirror_host
-from components.settings import ConfigError, load_settings
+from components.settings import ConfigError
+from tests import harness
 from tests.harness import Declaration, DeclaredResource, SecretValue, declare, unwrap
 
 LOCAL_COMMAND = "command:local:Command"
@@ -60,9 +61,7 @@ OTHER_HOST_KEY = public_host_key(2)
 
 
 def settings_for(values: dict[str, Any], secrets: tuple[str, ...] = ()) -> Any:
-    raw = {"users": json.dumps([f"ci:{PASSWORD}"]), **values}
-    raw = {k: json.dumps(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return load_settings(raw, {"users", *secrets}, "dev")
+    return harness.settings({"users": [f"ci:{PASSWORD}"], **values}, {"users", *secrets})
 
 
 def mirror_of(values: dict[str, Any], secrets: tuple[str, ...] = ()) -> Any:
@@ -190,8 +189,10 @@ def test_daemon_json_path_must_be_an_absolute_file_path(path: str) -> None:
 
 def test_mirror_hosts_is_not_a_secret_and_must_be_a_list() -> None:
     assert "not a secret" in config_error({"mirrorHosts": ["local"]}, ("mirrorHosts",))
-    assert "expected a list" in config_error({"mirrorHosts": "local"})
-    assert "expected a list" in config_error({"mirrorHosts": '["local",'})
+    # Anything but a list stops at the CLI's type check, before the program runs.
+    for not_a_list in ("local", '["local",'):
+        with pytest.raises(harness.CliError, match="'mirrorHosts' must be of type 'array<string>'"):
+            settings_for({"mirrorHosts": not_a_list})
 
 
 # ---------------------------------------------------------------------------------------

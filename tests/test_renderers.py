@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from components import renderers
-from components.settings import load_settings
+from tests import harness
 
 USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
 PASSWORDS = dict(entry.split(":", 1) for entry in USERS)
@@ -29,11 +29,8 @@ WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
 
 
 def make(stack: str = "dev", **values: Any):
-    raw = {"users": json.dumps(USERS)}
-    for key, value in values.items():
-        raw[key] = json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(
-            value, bool) else str(value)
-    return load_settings(raw, {"users", "upstreamCredentials"}, stack)
+    config = {"users": USERS, **values}
+    return harness.settings(config, {"users", "upstreamCredentials"} & set(config), stack)
 
 
 def hashed(settings) -> list[tuple[str, str]]:

@@ -1,13 +1,14 @@
-"""components.settings.load_settings, called directly (no Pulumi runtime, no mocks).
+"""The program's validation of config (no Pulumi runtime, no mocks).
 
-Raw values are given the way the Pulumi CLI hands them to a program: strings, with arrays
-as JSON text. Every ConfigError must name the key, show the bad value (or **** for a
-secret, never the secret itself) and say what is allowed or how to fix it.
+Values are given as a stack file holds them, and reach the program as the Pulumi CLI
+builds its config (tests/harness.py: defaults of Pulumi.yaml, the CLI's type check, text
+with arrays as JSON, secret keys). Every ConfigError must name the key, show the bad value
+(or **** for a secret, never the secret itself) and say what is allowed or how to fix it.
+Values the CLI itself refuses never reach the program: CLI_REJECTED checks that they stop
+at the CLI, with its message.
 """
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -19,9 +20,10 @@ from components.settings import (
     TLS_SELF_SIGNED,
     ConfigError,
     Secret,
-    load_settings,
     registry_major_version,
+    settings_from_values,
 )
+from tests import harness
 
 P = "registry-stack"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -29,17 +31,17 @@ USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
 SECRETS = {"users", "upstreamCredentials"}
 
 
-def users_json(*entries: str) -> str:
-    return json.dumps(list(entries))
+def users_list(*entries: str) -> list[str]:
+    return list(entries)
 
 
 def load(raw: dict, secret_keys=SECRETS, stack: str = "dev"):
-    return load_settings(raw, set(secret_keys), stack)
+    return harness.settings(raw, set(secret_keys) & set(raw), stack)
 
 
 def with_users(**values) -> dict:
     """A valid config with the default switches (build on needs users)."""
-    return {"users": users_json(*USERS), **values}
+    return {"users": users_list(*USERS), **values}
 
 
 NO_BUILD = {"enableBuild": "false"}
@@ -58,16 +60,10 @@ BAD_CONFIGS = [
     # unknown keys (a typo must not be silently ignored)
     bad("unknown-key", {**NO_BUILD, "httpsport": "443"},
         f"{P}:httpsport", "unknown config key", f"pulumi config rm {P}:httpsport", "httpsPort"),
-    # booleans
-    bad("bool-yes", {"enableBuild": "yes"}, f"{P}:enableBuild='yes'", "true or false"),
-    bad("bool-1", {**NO_BUILD, "enableCache": "1"}, f"{P}:enableCache='1'", "true or false"),
     # ports
-    bad("port-word", {**NO_BUILD, "httpsPort": "https"}, f"{P}:httpsPort='https'", "whole number from 1 to 65535"),
     bad("port-zero", {**NO_BUILD, "httpsPort": "0"}, f"{P}:httpsPort='0'", "whole number from 1 to 65535"),
     bad("port-too-big", {**NO_BUILD, "httpsPort": "65536"}, f"{P}:httpsPort='65536'", "from 1 to 65535"),
     bad("port-negative", {**NO_BUILD, "httpPort": "-1"}, f"{P}:httpPort='-1'", "from 1 to 65535"),
-    bad("port-fraction", {**NO_BUILD, "httpPort": "80.5"}, f"{P}:httpPort='80.5'", "whole number"),
-    bad("port-empty", {**NO_BUILD, "httpsPort": ""}, f"{P}:httpsPort=''", "whole number"),
     # domain
     bad("domain-one-label", {**NO_BUILD, "domain": "localhost"}, f"{P}:domain='localhost'", "DNS domain"),
     bad("domain-underscore", {**NO_BUILD, "domain": "dev_box.internal"}, f"{P}:domain='dev_box.internal'",
@@ -93,69 +89,65 @@ BAD_CONFIGS = [
         "existing Docker network"),
     bad("network-leading-dash", {**NO_BUILD, "network": "-net"}, f"{P}:network='-net'", "Docker network"),
     # upstream
-    bad("upstream-no-scheme", {**NO_BUILD, "upstreams": json.dumps(["docker=registry-1.docker.io"])},
+    bad("upstream-no-scheme", {**NO_BUILD, "upstreams": ["docker=registry-1.docker.io"]},
         f"{P}:upstreams[0]='docker=registry-1.docker.io'", "https:// or http://"),
-    bad("upstream-host-port-no-scheme", {**NO_BUILD, "upstreams": json.dumps(["m=mirror.example.com:5000"])},
+    bad("upstream-host-port-no-scheme", {**NO_BUILD, "upstreams": ["m=mirror.example.com:5000"]},
         f"{P}:upstreams[0]='m=mirror.example.com:5000'", "https:// or http://"),
-    bad("upstream-ftp", {**NO_BUILD, "upstreams": json.dumps(["m=ftp://mirror.example.com"])},
+    bad("upstream-ftp", {**NO_BUILD, "upstreams": ["m=ftp://mirror.example.com"]},
         f"{P}:upstreams[0]='m=ftp://mirror.example.com'", "https:// or http://"),
-    bad("upstream-with-path", {**NO_BUILD, "upstreams": json.dumps(["ghcr=https://ghcr.io/v2"])},
+    bad("upstream-with-path", {**NO_BUILD, "upstreams": ["ghcr=https://ghcr.io/v2"]},
         f"{P}:upstreams[0]='ghcr=https://ghcr.io/v2'", "drop the path"),
-    bad("upstream-without-name", {**NO_BUILD, "upstreams": json.dumps(["https://ghcr.io"])},
+    bad("upstream-without-name", {**NO_BUILD, "upstreams": ["https://ghcr.io"]},
         f"{P}:upstreams[0]='https://ghcr.io'", "name=https://host"),
-    bad("upstream-bad-name", {**NO_BUILD, "upstreams": json.dumps(["GHCR_io=https://ghcr.io"])},
+    bad("upstream-bad-name", {**NO_BUILD, "upstreams": ["GHCR_io=https://ghcr.io"]},
         f"{P}:upstreams[0]='GHCR_io=https://ghcr.io'", "lowercase"),
-    bad("upstream-duplicate-name", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io", "a=https://quay.io"])},
+    bad("upstream-duplicate-name", {**NO_BUILD, "upstreams": ["a=https://ghcr.io", "a=https://quay.io"]},
         f"{P}:upstreams[1]", "'a' twice", "unique"),
-    bad("upstream-duplicate-url", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io", "b=https://ghcr.io/"])},
+    bad("upstream-duplicate-url", {**NO_BUILD, "upstreams": ["a=https://ghcr.io", "b=https://ghcr.io/"]},
         f"{P}:upstreams[1]", "https://ghcr.io", "'a'"),
-    bad("upstream-unknown-option", {**NO_BUILD, "upstreams": json.dumps(["a=https://ghcr.io;max=3"])},
+    bad("upstream-unknown-option", {**NO_BUILD, "upstreams": ["a=https://ghcr.io;max=3"]},
         f"{P}:upstreams[0]", "'max'", "ttl"),
     bad("upstream-bad-ttl", {**NO_BUILD, "registryImage": "registry:3.0.0",
-                             "upstreams": json.dumps(["a=https://ghcr.io;ttl=week"])},
+                             "upstreams": ["a=https://ghcr.io;ttl=week"]},
         f"{P}:upstreams[0]", "'week'", "168h"),
     bad("upstream-ttl-on-registry-2", {**NO_BUILD, "registryImage": "registry:2.8.3",
-                                       "upstreams": json.dumps(["a=https://ghcr.io;ttl=72h"])},
+                                       "upstreams": ["a=https://ghcr.io;ttl=72h"]},
         f"{P}:upstreams[0]", "registry 2.x", "3.x"),
-    bad("upstreams-empty", {**NO_BUILD, "upstreams": "[]"}, f"{P}:upstreams is empty", "enableCache false"),
-    bad("upstream-not-a-list", {**NO_BUILD, "upstreams": json.dumps({"a": "https://ghcr.io"})},
-        f"{P}:upstreams", "list of strings"),
-    bad("upstream-credentials-malformed", {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=robot"])},
+    bad("upstreams-empty", {**NO_BUILD, "upstreams": []}, f"{P}:upstreams is empty", "enableCache false"),
+    bad("upstream-credentials-malformed", {**NO_BUILD, "upstreamCredentials": ["docker=robot"]},
         f"{P}:upstreamCredentials[0]=****", "name=username:password",
         secret_keys={"upstreamCredentials"}, hidden=("robot",)),
     bad("upstream-credentials-unknown-upstream",
-        {**NO_BUILD, "upstreamCredentials": json.dumps(["quay=robot:tok-XYZZY-4242"])},
+        {**NO_BUILD, "upstreamCredentials": ["quay=robot:tok-XYZZY-4242"]},
         f"{P}:upstreamCredentials[0]", "'quay'", "docker",
         secret_keys={"upstreamCredentials"}, hidden=("tok-XYZZY-4242",)),
     bad("upstream-credentials-twice",
-        {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=a:tok-XYZZY-4242", "docker=b:tok-XYZZY-4243"])},
+        {**NO_BUILD, "upstreamCredentials": ["docker=a:tok-XYZZY-4242", "docker=b:tok-XYZZY-4243"]},
         f"{P}:upstreamCredentials[1]", "twice", secret_keys={"upstreamCredentials"},
         hidden=("tok-XYZZY-4242", "tok-XYZZY-4243")),
     bad("upstream-credentials-plain-text",
-        {**NO_BUILD, "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])},
+        {**NO_BUILD, "upstreamCredentials": ["docker=robot:tok-XYZZY-4242"]},
         f"{P}:upstreamCredentials", "plain text", f"pulumi config set --secret --path '{P}:upstreamCredentials[0]'",
         hidden=("tok-XYZZY-4242",)),
     bad("unified-without-build", {**NO_BUILD, "unifiedEndpoint": "true"},
         f"{P}:unifiedEndpoint", f"{P}:enableBuild", "unifiedEndpoint false"),
     # users
-    bad("users-plain-text", {"users": users_json("alice:hunter2hunter2")},
+    bad("users-plain-text", {"users": users_list("alice:hunter2hunter2")},
         f"{P}:users", "plain text", "--secret", hidden=("hunter2hunter2",)),
-    bad("users-not-a-list", {"users": "alice:hunter2hunter2"},
-        f"{P}:users=****", "list of", secret_keys={"users"}, hidden=("hunter2hunter2",)),
-    bad("users-entry-without-colon", {"users": users_json("alicehunter2hunter2")},
+    bad("users-entry-without-colon", {"users": users_list("alicehunter2hunter2")},
         f"{P}:users[0]=****", "name:password", secret_keys={"users"}, hidden=("hunter2hunter2",)),
-    bad("users-entry-bad-name", {"users": users_json("alice smith:hunter2hunter2")},
+    bad("users-entry-bad-name", {"users": users_list("alice smith:hunter2hunter2")},
         f"{P}:users[0]=****", "letters, digits", secret_keys={"users"}, hidden=("hunter2hunter2",)),
-    bad("users-second-entry-empty-name", {"users": users_json("alice:hunter2hunter2", ":hunter3hunter3")},
+    bad("users-second-entry-empty-name", {"users": users_list("alice:hunter2hunter2", ":hunter3hunter3")},
         f"{P}:users[1]=****", "name:password", secret_keys={"users"},
         hidden=("hunter2hunter2", "hunter3hunter3")),
-    bad("users-short-password", {"users": users_json("alice:s3cr3t7")},
+    bad("users-short-password", {"users": users_list("alice:s3cr3t7")},
         f"{P}:users[0]", "'alice'", "shorter than 8", secret_keys={"users"}, hidden=("s3cr3t7",)),
-    bad("users-duplicate", {"users": users_json("alice:hunter2hunter2", "alice:other-pass-9")},
+    bad("users-duplicate", {"users": users_list("alice:hunter2hunter2", "alice:other-pass-9")},
         f"{P}:users", "'alice' twice", "one entry per user", secret_keys={"users"},
         hidden=("hunter2hunter2", "other-pass-9")),
     bad("build-without-users", {}, f"{P}:users is empty", f"{P}:enableBuild", "pulumi config set --secret"),
-    bad("build-with-empty-users", {"enableBuild": "true", "users": "[]"}, f"{P}:users is empty",
+    bad("build-with-empty-users", {"enableBuild": "true", "users": []}, f"{P}:users is empty",
         f"set {P}:enableBuild false", secret_keys={"users"}),
     # TLS
     bad("tlsmode-unknown", {**NO_BUILD, "tlsMode": "acme"}, f"{P}:tlsMode='acme'",
@@ -190,12 +182,10 @@ BAD_CONFIGS = [
                                          "httpPort": "8080"},
         f"{P}:httpPort=8080", "port 80 only", "set httpPort to 80"),
     # networks and addresses
-    bad("cidr-prefix-too-long", {**NO_BUILD, "cacheClientNetworks": '["10.0.0.0/33"]'},
+    bad("cidr-prefix-too-long", {**NO_BUILD, "cacheClientNetworks": ["10.0.0.0/33"]},
         f"{P}:cacheClientNetworks='10.0.0.0/33'", "CIDR range"),
-    bad("cidr-word", {**NO_BUILD, "cacheClientNetworks": '["10.0.0.0/8", "office"]'},
+    bad("cidr-word", {**NO_BUILD, "cacheClientNetworks": ["10.0.0.0/8", "office"]},
         f"{P}:cacheClientNetworks='office'", "CIDR range"),
-    bad("cidr-not-a-list", {**NO_BUILD, "cacheClientNetworks": "10.0.0.0/8"},
-        f"{P}:cacheClientNetworks='10.0.0.0/8'", "list of CIDR ranges"),
     bad("bind-hostname", {**NO_BUILD, "bindAddress": "localhost"}, f"{P}:bindAddress='localhost'", "IP address"),
     bad("bind-with-port", {**NO_BUILD, "bindAddress": "0.0.0.0:443"}, f"{P}:bindAddress='0.0.0.0:443'",
         "IP address"),
@@ -204,12 +194,7 @@ BAD_CONFIGS = [
     # stack name
     bad("stack-underscore", NO_BUILD, "stack name 'dev_1'", "letters, digits and '-'", stack="dev_1"),
     bad("stack-leading-dash", NO_BUILD, "stack name '-dev'", "letters, digits and '-'", stack="-dev"),
-    bad("stack-empty", NO_BUILD, "stack name ''", "for example 'dev'", stack=""),
     # values of keys the stack marked secret never show
-    bad("secret-marked-port", {**NO_BUILD, "httpsPort": "hunter2-port"}, f"{P}:httpsPort=****", "whole number",
-        secret_keys={"httpsPort"}, hidden=("hunter2-port",)),
-    bad("secret-marked-bool", {"enableBuild": "maybe-hunter2"}, f"{P}:enableBuild=****", "true or false",
-        secret_keys={"enableBuild"}, hidden=("maybe-hunter2",)),
     bad("secret-marked-plain-setting", {**NO_BUILD, "domain": "corp-hunter2.example.com"},
         f"{P}:domain", "not a secret setting", "without --secret",
         secret_keys={"domain"}, hidden=("corp-hunter2.example.com",)),
@@ -219,12 +204,58 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize(("raw", "secret_keys", "stack", "contains", "hidden"), BAD_CONFIGS)
 def test_bad_config_is_rejected_with_a_helpful_message(raw, secret_keys, stack, contains, hidden):
     with pytest.raises(ConfigError) as caught:
-        load_settings(raw, secret_keys, stack)
+        harness.settings(raw, secret_keys, stack)
     message = str(caught.value)
     for fragment in contains:
         assert fragment in message, f"{fragment!r} missing from: {message}"
     for secret in hidden:
         assert secret not in message, f"secret text {secret!r} leaked into: {message}"
+
+
+def cli_rejects(case_id, raw, key, cli_type, secret_keys=(), hidden=()):
+    message = f"validating stack config: Stack 'dev' with configuration key '{key}' must be of type '{cli_type}'"
+    return pytest.param(raw, set(secret_keys), "dev", message, hidden, id=case_id)
+
+
+# Wrongly typed values: the CLI checks each value against Pulumi.yaml's type before the
+# program starts (pulumi/pulumi ValidateConfigValue), so the user sees the CLI's message.
+CLI_REJECTED = [
+    cli_rejects("bool-yes", {"enableBuild": "yes"}, "enableBuild", "boolean"),
+    cli_rejects("bool-1", {**NO_BUILD, "enableCache": "1"}, "enableCache", "boolean"),
+    cli_rejects("bool-upper-case", {**NO_BUILD, "enableCache": "TRUE"}, "enableCache", "boolean"),
+    cli_rejects("port-word", {**NO_BUILD, "httpsPort": "https"}, "httpsPort", "integer"),
+    cli_rejects("port-fraction", {**NO_BUILD, "httpPort": "80.5"}, "httpPort", "integer"),
+    cli_rejects("port-yaml-fraction", {**NO_BUILD, "httpPort": 80.5}, "httpPort", "integer"),
+    cli_rejects("port-empty", {**NO_BUILD, "httpsPort": ""}, "httpsPort", "integer"),
+    cli_rejects("upstream-not-a-list", {**NO_BUILD, "upstreams": {"a": "https://ghcr.io"}},
+                "upstreams", "array<string>"),
+    cli_rejects("upstreams-as-json-text", {**NO_BUILD, "upstreams": '["ghcr=https://ghcr.io"]'},
+                "upstreams", "array<string>"),
+    cli_rejects("upstream-entry-a-number", {**NO_BUILD, "upstreams": [5]}, "upstreams", "array<string>"),
+    cli_rejects("users-not-a-list", {"users": "alice:hunter2hunter2"}, "users", "array<string>",
+                secret_keys={"users"}, hidden=("hunter2hunter2",)),
+    cli_rejects("cidr-not-a-list", {**NO_BUILD, "cacheClientNetworks": "10.0.0.0/8"},
+                "cacheClientNetworks", "array<string>"),
+    cli_rejects("domain-a-list", {**NO_BUILD, "domain": ["a.example"]}, "domain", "string"),
+    cli_rejects("secret-marked-port", {**NO_BUILD, "httpsPort": "hunter2-port"}, "httpsPort", "integer",
+                secret_keys={"httpsPort"}, hidden=("hunter2-port",)),
+    cli_rejects("secret-marked-bool", {"enableBuild": "maybe-hunter2"}, "enableBuild", "boolean",
+                secret_keys={"enableBuild"}, hidden=("maybe-hunter2",)),
+]
+
+
+@pytest.mark.parametrize(("raw", "secret_keys", "stack", "message", "hidden"), CLI_REJECTED)
+def test_wrongly_typed_values_stop_at_the_cli(raw, secret_keys, stack, message, hidden):
+    with pytest.raises(harness.CliError) as caught:
+        harness.settings(raw, secret_keys, stack)
+    assert str(caught.value) == message
+    for secret in hidden:
+        assert secret not in str(caught.value)
+
+
+def test_an_empty_stack_name_stops_at_the_cli():
+    with pytest.raises(harness.CliError, match="stack names may only contain"):
+        harness.settings(NO_BUILD, stack="")
 
 
 def test_there_are_many_distinct_bad_configs():
@@ -236,13 +267,13 @@ def test_there_are_many_distinct_bad_configs():
 def test_plain_text_users_are_refused_even_when_build_is_off():
     # A password in plain text is a leak whether or not the build registry runs.
     with pytest.raises(ConfigError, match="plain text"):
-        load({"enableBuild": "false", "users": users_json("alice:hunter2hunter2")}, secret_keys=())
+        load({"enableBuild": "false", "users": users_list("alice:hunter2hunter2")}, secret_keys=())
 
 
 def test_password_longer_than_bcrypt_limit_is_rejected_before_deploying():
     long_password = "x" * 73  # bcrypt uses at most 72 bytes of a password
     with pytest.raises(ConfigError) as caught:
-        load({"users": users_json(f"alice:{long_password}")})
+        load({"users": users_list(f"alice:{long_password}")})
     assert f"{P}:users[0]" in str(caught.value)
     assert long_password not in str(caught.value)
 
@@ -287,8 +318,10 @@ def test_domain_defaults_to_the_stack_name(stack, domain):
 
 
 def test_values_of_other_types_and_none_are_accepted():
-    # Typed values (as a test or a future caller may pass them) and None (= unset).
-    settings = load({"enableBuild": False, "enableCache": True, "httpsPort": 8443, "domain": None})
+    # Typed values (as component arguments pass them) and None (= unset).
+    settings = settings_from_values(
+        {"enableBuild": False, "enableCache": True, "httpsPort": 8443, "domain": None}, "dev"
+    )
     assert (settings.enable_build, settings.enable_cache, settings.https_port) == (False, True, 8443)
     assert settings.domain == "dev.internal.network"
 
@@ -303,9 +336,9 @@ def test_values_of_other_types_and_none_are_accepted():
     ],
 )
 def test_switch_combinations(build, cache, hostnames):
-    raw = {"enableBuild": str(build).lower(), "enableCache": str(cache).upper()}  # case does not matter
+    raw = {"enableBuild": str(build).lower(), "enableCache": cache}  # "true" text or a YAML boolean
     if build:
-        raw["users"] = users_json(*USERS)
+        raw["users"] = users_list(*USERS)
     settings = load(raw)
     assert (settings.enable_build, settings.enable_cache) == (build, cache)
     assert settings.hostnames == hostnames
@@ -314,12 +347,12 @@ def test_switch_combinations(build, cache, hostnames):
 
 def test_users_without_build_need_no_users_but_may_keep_them():
     assert load(NO_BUILD).users == ()
-    kept = load({**NO_BUILD, "users": users_json(*USERS)})
+    kept = load({**NO_BUILD, "users": users_list(*USERS)})
     assert [name for name, _ in kept.users] == ["alice", "bob"]
 
 
 def test_users_are_parsed_sorted_and_kept_secret():
-    settings = load({"users": users_json("zoe:pa:ss:word-1", "alice:correct-horse-1")})
+    settings = load({"users": users_list("zoe:pa:ss:word-1", "alice:correct-horse-1")})
     assert [name for name, _ in settings.users] == ["alice", "zoe"]  # stable order whatever the input order
     passwords = dict(settings.users)
     assert all(isinstance(p, Secret) for p in passwords.values())
@@ -331,9 +364,9 @@ def test_normalisation():
     settings = load({
         **NO_BUILD,
         "domain": "Corp.Example.COM.",
-        "upstreams": json.dumps(["ghcr=https://ghcr.io/"]),
+        "upstreams": ["ghcr=https://ghcr.io/"],
         "dataPath": "/srv/registry/",
-        "cacheClientNetworks": json.dumps(["10.1.2.3/8", "192.168.7.0/24", "fd00::/8"]),
+        "cacheClientNetworks": ["10.1.2.3/8", "192.168.7.0/24", "fd00::/8"],
         "registryImage": " registry:3.0.0 ",
     })
     assert settings.domain == "corp.example.com"
@@ -347,8 +380,8 @@ def test_normalisation():
 
 
 def test_upstream_credentials():
-    settings = load({**NO_BUILD, "upstreams": json.dumps(["docker=http://mirror.internal:5000"]),
-                     "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])})
+    settings = load({**NO_BUILD, "upstreams": ["docker=http://mirror.internal:5000"],
+                     "upstreamCredentials": ["docker=robot:tok-XYZZY-4242"]})
     assert settings.upstream.url == "http://mirror.internal:5000"
     assert settings.upstream.has_credentials
     assert settings.upstream.username == "robot"
@@ -357,7 +390,7 @@ def test_upstream_credentials():
 
 
 def test_empty_upstream_credentials_mean_anonymous():
-    settings = load({**NO_BUILD, "upstreamCredentials": "[]"})
+    settings = load({**NO_BUILD, "upstreamCredentials": []})
     assert not settings.upstream.has_credentials
 
 
@@ -449,7 +482,7 @@ def test_secret_never_shows_its_value():
 
 
 def test_settings_repr_never_shows_any_password():
-    settings = load({"users": users_json(*USERS), "upstreamCredentials": json.dumps(["docker=robot:tok-XYZZY-4242"])})
+    settings = load({"users": users_list(*USERS), "upstreamCredentials": ["docker=robot:tok-XYZZY-4242"]})
     shown = repr(settings)
     for text in ("correct-horse-1", "battery-staple-2", "tok-XYZZY-4242"):
         assert text not in shown
@@ -458,8 +491,8 @@ def test_settings_repr_never_shows_any_password():
 def test_several_upstreams_get_a_cache_and_hostname_each():
     settings = load(with_users(
         registryImage="registry:3.0.0",
-        upstreams=json.dumps(["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io;ttl=72h"]),
-        upstreamCredentials=json.dumps(["ghcr=robot:tok-XYZZY-4242"]),
+        upstreams=["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io;ttl=72h"],
+        upstreamCredentials=["ghcr=robot:tok-XYZZY-4242"],
         unifiedEndpoint="true",
     ))
     docker_hub, ghcr = settings.upstreams
@@ -477,7 +510,7 @@ def test_several_upstreams_get_a_cache_and_hostname_each():
 
 
 def test_cache_off_means_no_caches_even_with_upstreams():
-    settings = load(with_users(enableCache="false", upstreams=json.dumps(["ghcr=https://ghcr.io"])))
+    settings = load(with_users(enableCache="false", upstreams=["ghcr=https://ghcr.io"]))
     assert settings.caches == ()
     assert settings.docker_hub_cache is None
     assert settings.hostnames == ("docker-build.dev.internal.network",)
@@ -490,3 +523,4 @@ def test_url_for_omits_the_default_https_port():
     other = load({**NO_BUILD, "httpsPort": "8443"})
     assert other.url_for(other.cache_hostname) == "https://docker-cache.dev.internal.network:8443"
     assert other.registry_address(other.cache_hostname) == "docker-cache.dev.internal.network:8443"
+
