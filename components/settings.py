@@ -46,6 +46,9 @@ ACME_DIRECTORIES = {
     TLS_LETSENCRYPT: "https://acme-v02.api.letsencrypt.org/directory",
 }
 
+# A container's hostname (here also its name) is one DNS label: at most 63 characters.
+MAX_HOSTNAME = 63
+
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -230,6 +233,7 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         ),
     )
     _check_combinations(settings)
+    _check_container_hostnames(settings)
     return settings
 
 
@@ -329,6 +333,34 @@ def _check_combinations(settings: Settings) -> None:
             f"{PROJECT}:httpPort={settings.http_port} but Let's Encrypt validates HTTP-01 "
             "challenges on port 80 only: set httpPort to 80 (or point acmeDirectoryUrl at your own CA)"
         )
+
+
+def _check_container_hostnames(settings: Settings) -> None:
+    """Every container's name is also its hostname, which Docker refuses beyond 63 characters."""
+    fixed_roles = [role for role, on in (("build", settings.enable_build), ("front", settings.any_registry)) if on]
+    fixed_roles += [u.standby_role for u in settings.caches if u.is_docker_hub]
+    longest_fixed = max(fixed_roles, key=len, default="")
+    if longest_fixed and len(f"{settings.prefix}-{longest_fixed}") > MAX_HOSTNAME:
+        room = MAX_HOSTNAME - len(f"{PROJECT}--{longest_fixed}")
+        raise ConfigError(
+            f"stack name {settings.stack!r} is too long: the container hostname "
+            f"'{settings.prefix}-{longest_fixed}' would have {len(settings.prefix) + 1 + len(longest_fixed)} "
+            f"characters, more than the {MAX_HOSTNAME} a hostname may have. Use a stack name of at most "
+            f"{room} characters"
+        )
+    for index, upstream in enumerate(settings.caches):
+        hostname = f"{settings.prefix}-{upstream.standby_role}"
+        if len(hostname) > MAX_HOSTNAME:
+            room = MAX_HOSTNAME - len(f"{settings.prefix}-{upstream.standby_role.removeprefix(upstream.name)}")
+            fix = (
+                f"shorten the upstream name to at most {room} characters"
+                if room > 0 else "the stack name leaves no room for an upstream name: use a shorter stack name"
+            )
+            raise ConfigError(
+                f"{ref('upstreams')}[{index}] names upstream {upstream.name!r}, which makes the container "
+                f"hostname {hostname!r} {len(hostname)} characters long, more than the {MAX_HOSTNAME} a "
+                f"hostname may have: {fix} (or use a shorter stack name than {settings.stack!r})"
+            )
 
 
 # ---------------------------------------------------------------------------------------

@@ -524,3 +524,40 @@ def test_url_for_omits_the_default_https_port():
     assert other.url_for(other.cache_hostname) == "https://docker-cache.dev.internal.network:8443"
     assert other.registry_address(other.cache_hostname) == "docker-cache.dev.internal.network:8443"
 
+
+# ---------------------------------------------------------------------------------------
+# Container hostnames: registry-stack-<stack>-<role> must fit in one DNS label (63 characters)
+# ---------------------------------------------------------------------------------------
+
+
+def test_longest_names_that_fit_are_accepted():
+    # 15 ("registry-stack-") + 34 + 14 ("-cache-standby") = 63
+    settings = load(NO_BUILD, stack="s" * 34)
+    assert max(len(f"{settings.prefix}-{u.standby_role}") for u in settings.caches) == 63
+    name = "u" * 30  # registry-stack-dev- (19) + 30 + -cache-standby (14) = 63
+    settings = load({**NO_BUILD, "upstreams": [f"{name}=https://ghcr.io"]})
+    assert len(f"{settings.prefix}-{settings.upstreams[0].standby_role}") == 63
+
+
+def test_a_stack_name_that_makes_a_hostname_too_long_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        load(NO_BUILD, stack="s" * 35)
+    message = str(caught.value)
+    assert f"stack name {'s' * 35!r}" in message and "64 characters" in message
+    assert "more than the 63" in message and "at most 34 characters" in message
+
+
+def test_an_upstream_name_that_makes_a_hostname_too_long_is_refused_by_its_entry():
+    long_name = "u" * 31
+    with pytest.raises(ConfigError) as caught:
+        load({**NO_BUILD, "upstreams": ["docker=https://registry-1.docker.io", f"{long_name}=https://ghcr.io"]})
+    message = str(caught.value)
+    assert f"{P}:upstreams[1]" in message and repr(long_name) in message
+    assert f"'registry-stack-dev-{long_name}-cache-standby'" in message and "64 characters" in message
+    assert "at most 30 characters" in message
+
+
+def test_hostname_length_counts_only_containers_that_exist():
+    # With the cache off there is no standby container: only build and front count.
+    settings = load({"enableCache": False, "users": USERS}, stack="s" * 40)
+    assert settings.caches == ()
