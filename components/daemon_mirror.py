@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_command as command
 
-from . import naming
+from . import client_configs, naming
 from .config_schema import PROJECT
 from .host_scripts.daemon_mirror_host import this_machine
 from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
@@ -53,6 +53,9 @@ class HostPaths:
     daemon_json: str = DEFAULT_DAEMON_JSON_PATH
     docker_certs_d: str = "/etc/docker/certs.d"
     containerd_certs_d: str = "/etc/containerd/certs.d"
+    # podman, CRI-O, buildah, skopeo (containers-registries.conf.d(5), containers-certs.d(5))
+    containers_registries_d: str = "/etc/containers/registries.conf.d"
+    containers_certs_d: str = "/etc/containers/certs.d"
     etc_hosts: str = "/etc/hosts"
     # The record of what was changed, with the original bytes restored on removal.
     state_dir: str = "/var/lib/registry-stack"
@@ -97,10 +100,7 @@ class DaemonMirrorArgs:
 
 def containerd_registry_folder(upstream_url: str) -> str:
     """containerd's certs.d folder of the upstream: `docker.io` for Docker Hub, else host[:port]."""
-    parts = urlsplit(upstream_url)
-    if (parts.hostname or "") in DOCKER_HUB_HOSTS:
-        return "docker.io"
-    return parts.netloc
+    return client_configs.registry_name(upstream_url)
 
 
 def containerd_server(upstream_url: str) -> str:
@@ -135,31 +135,87 @@ def etc_hosts_line(address: str, hostnames: Sequence[str]) -> str:
     return f"{address} {' '.join(hostnames)}"
 
 
+def _caches(args: DaemonMirrorArgs) -> list[client_configs.CachedRegistry]:
+    """Every cached upstream this host is pointed at, the primary (dockerd's mirror) first."""
+    caches = ((args.upstream_url, args.cache_url, args.cache_address), *args.more_caches)
+    return [
+        client_configs.CachedRegistry(
+            registry=containerd_registry_folder(upstream_url), upstream_url=upstream_url,
+            cache_url=cache_url, cache_address=cache_address,
+        )
+        for upstream_url, cache_url, cache_address in caches
+    ]
+
+
+def docker_store_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[str, Any]:
+    """The files only some dockerd image stores read; the host script picks by what it finds.
+
+    Measured on Docker 28.5.2 with the containerd image store (tests/e2e/test_hosts_daemon_mirror.py):
+    - it reads /etc/docker/certs.d/<registry>/hosts.toml for ANY registry on every pull, so
+      every cached upstream gets one, Docker Hub (`docker.io`) included;
+    - it does not verify the TLS certificate of a `registry-mirrors` mirror at all (a
+      mirror pulls with no CA anywhere), while hosts.toml's `ca` is verified: a docker.io
+      hosts.toml, which takes precedence over registry-mirrors, makes Hub pulls verified.
+    - The mirror's CA also goes to certs.d/docker.io/: moby gives registry-mirrors the TLS
+      settings of docker.io's folder (daemon/hosts.go), which is what a containerd store
+      without hosts.toml support (Docker 26/27) has to go on.
+    """
+    paths = args.paths
+    containerd_store_files = []
+    if ca_cert_pem:
+        containerd_store_files.append({"path": f"{paths.docker_certs_d}/docker.io/ca.crt", "content": ca_cert_pem})
+    hosts_toml = [
+        {
+            "registry": cache.registry,
+            "cache": cache.cache_url,
+            "path": f"{paths.docker_certs_d}/{cache.registry}/hosts.toml",
+            "content": containerd_hosts_toml(
+                cache.upstream_url, cache.cache_url,
+                f"{paths.docker_certs_d}/{cache.cache_address}/ca.crt" if ca_cert_pem else None,
+            ),
+        }
+        for cache in _caches(args)
+    ]
+    return {"containerd_store_files": containerd_store_files, "hosts_toml": hosts_toml}
+
+
 def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[str, Any]:
     """The JSON the host script gets: every file it manages, with its content."""
     host, paths = args.host, args.paths
     files: list[dict[str, str]] = []
-    docker_ca = f"{paths.docker_certs_d}/{args.cache_address}/ca.crt"
+    caches = _caches(args)
     if host.docker and ca_cert_pem:
-        files.append({"path": docker_ca, "content": ca_cert_pem})
+        # Every cache's CA under its own name: dockerd's mirror, explicit pulls of
+        # <name>-cache.<domain>/..., and the hosts.toml files point here.
+        files += [{"path": f"{paths.docker_certs_d}/{c.cache_address}/ca.crt", "content": ca_cert_pem} for c in caches]
     if host.containerd:
         # containerd, unlike dockerd, mirrors any registry: one hosts.toml per cached upstream.
-        caches = ((args.upstream_url, args.cache_url, args.cache_address), *args.more_caches)
-        for upstream_url, cache_url, cache_address in caches:
-            containerd_ca = f"{paths.containerd_certs_d}/{cache_address}/ca.crt"
+        for cache in caches:
+            containerd_ca = f"{paths.containerd_certs_d}/{cache.cache_address}/ca.crt"
             if ca_cert_pem:
                 files.append({"path": containerd_ca, "content": ca_cert_pem})
-            folder = containerd_registry_folder(upstream_url)
             files.append({
-                "path": f"{paths.containerd_certs_d}/{folder}/hosts.toml",
-                "content": containerd_hosts_toml(upstream_url, cache_url, containerd_ca if ca_cert_pem else None),
+                "path": f"{paths.containerd_certs_d}/{cache.registry}/hosts.toml",
+                "content": containerd_hosts_toml(
+                    cache.upstream_url, cache.cache_url, containerd_ca if ca_cert_pem else None
+                ),
             })
+    if host.podman:
+        if ca_cert_pem:
+            files += [
+                {"path": f"{paths.containers_certs_d}/{c.cache_address}/ca.crt", "content": ca_cert_pem} for c in caches
+            ]
+        files.append({
+            "path": f"{paths.containers_registries_d}/{podman_drop_in_name(args.stack_id)}",
+            "content": client_configs.podman_registries_conf(caches),
+        })
     return {
         "id": args.stack_id,
         "machine": args.machine if host.is_local else None,
         "state_dir": paths.state_dir,
         "reload": args.reload,
         "daemon_json": {"path": paths.daemon_json, "mirror": args.cache_url} if host.docker else None,
+        "docker_store": docker_store_args(args, ca_cert_pem) if host.docker else None,
         "files": files,
         "etc_hosts": (
             {"path": paths.etc_hosts, "line": etc_hosts_line(host.etc_hosts_address, args.hostnames)}
@@ -167,6 +223,12 @@ def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[st
             else None
         ),
     }
+
+
+def podman_drop_in_name(stack_id: str) -> str:
+    """Drop-ins are read in alphanumeric order and a later [[registry]] of the same prefix
+    wins: 50- leaves room for a site's own files before (defaults) and after (overrides)."""
+    return f"50-{stack_id}.conf"
 
 
 def script_command(action: str, script_args: dict[str, Any], sudo: bool = False) -> str:

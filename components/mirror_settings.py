@@ -38,6 +38,7 @@ DEFAULT_SSH_PORT = 22
 HOST_FLAGS = {
     "docker": "set the cache as dockerd's registry mirror in daemon.json (default true)",
     "containerd": "write containerd's certs.d hosts.toml for the cached upstream (default false)",
+    "podman": "write a registries.conf.d drop-in for podman, CRI-O, buildah and skopeo (default false)",
     "etcHosts": "add the registry names to /etc/hosts: true (hostAddress) or an IP address (default false)",
     "sudo": "run the host script with `sudo -n` when the user is not root (default false)",
     "hostKey": "ssh hosts: the public host key the host must present, e.g. hostKey=ssh-ed25519 AAAA... (required)",
@@ -59,6 +60,7 @@ class MirrorHost:
     port: int = DEFAULT_SSH_PORT
     docker: bool = True
     containerd: bool = False
+    podman: bool = False
     # "" = leave /etc/hosts alone; otherwise the address the registry names map to.
     etc_hosts_address: str = ""
     sudo: bool = False
@@ -198,7 +200,7 @@ def _parse_flags(key: str, text: str, query: str, host_address: str, remote: boo
         raise fail("the text after '?' holds no flag: write flags as ?name=value&name=value")
 
     flags: dict[str, Any] = {}
-    for name in ("docker", "containerd", "sudo", "insecureIgnoreHostKey"):
+    for name in ("docker", "containerd", "podman", "sudo", "insecureIgnoreHostKey"):
         if name in seen:
             if seen[name].lower() not in _TRUE_FALSE:
                 raise fail(f"flag {name}={seen[name]!r} must be true or false")
@@ -209,8 +211,8 @@ def _parse_flags(key: str, text: str, query: str, host_address: str, remote: boo
         flags["host_key"] = _host_key_flag(query, fail)
     if not remote and ("host_key" in flags or "insecure_ignore_host_key" in flags):
         raise fail("hostKey and insecureIgnoreHostKey are for ssh:// hosts: `local` runs without SSH")
-    if not flags.get("docker", True) and not flags.get("containerd", False):
-        raise fail("docker=false leaves nothing to configure: add containerd=true, or drop the entry")
+    if not flags.get("docker", True) and not flags.get("containerd", False) and not flags.get("podman", False):
+        raise fail("docker=false leaves nothing to configure: add containerd=true or podman=true, or drop the entry")
     if "etcHosts" in seen:
         flags["etc_hosts_address"] = _etc_hosts_address(seen["etcHosts"], host_address, remote, fail)
     return flags

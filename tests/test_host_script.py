@@ -615,3 +615,159 @@ def test_an_apply_meant_for_another_machine_writes_nothing(host: Host) -> None:
 def test_unusable_machine_args_are_refused(host: Host, machine: Any) -> None:
     result = run("apply", {**host.args(), "machine": machine})
     assert result.returncode == 2 and "machine" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# dockerd image stores: what the host reads decides what it gets (detect_docker)
+# ---------------------------------------------------------------------------------------
+
+HUB_CACHE = "https://docker-cache.dev.internal.network:8443"
+GHCR_CACHE = "https://ghcr-cache.dev.internal.network:8443"
+CONTAINERD_STORE = [["driver-type", "io.containerd.snapshotter.v1"]]
+GRAPH_DRIVER = [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]]
+
+
+def fake_program(folder: Path, name: str, output_by_argument: dict[str, str]) -> str:
+    """A stand-in docker/dockerd CLI: prints the output of the first argument it was given."""
+    script = folder / name
+    cases = []
+    for index, (argument, output) in enumerate(output_by_argument.items()):
+        answer = folder / f"{name}.answer{index}"
+        answer.write_text(output)
+        cases.append(f"  *'{argument}'*) cat '{answer}'; exit 0 ;;\n")
+    script.write_text(f'#!/bin/sh\ncase "$*" in\n{"".join(cases)}esac\nexit 1\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def fake_docker_cli(folder: Path, version: str, driver_status: list[list[str]]) -> str:
+    """`docker info --format '{{json .}}'` as a running daemon answers it (ServerVersion, DriverStatus)."""
+    info = json.dumps({"ServerVersion": version, "Driver": "x", "DriverStatus": driver_status})
+    return fake_program(folder, "docker", {"{{json .}}": info})
+
+
+def store_args(host: Host, docker_cli: str = "", dockerd: str = "") -> dict[str, Any]:
+    """What DaemonMirror sends a docker host caching Docker Hub and ghcr.io (the component's own rendering)."""
+    from components.daemon_mirror import DaemonMirrorArgs, HostPaths, host_script_args
+    from components.mirror_settings import MirrorHost
+
+    paths = HostPaths(
+        daemon_json=str(host.daemon_json), docker_certs_d=str(host.certs_d), containerd_certs_d=str(host.containerd_d),
+        etc_hosts=str(host.etc_hosts), state_dir=str(host.state_dir),
+    )
+    args = DaemonMirrorArgs(
+        host=MirrorHost(entry="ssh://root@node1", user="root", host="node1", host_key="ssh-ed25519 AAAA"),
+        stack_id="registry-stack-dev", cache_url=HUB_CACHE, cache_address=HUB_CACHE.removeprefix("https://"),
+        upstream_url="https://registry-1.docker.io",
+        more_caches=(("https://ghcr.io", GHCR_CACHE, GHCR_CACHE.removeprefix("https://")),),
+        paths=paths, reload="none",
+    )
+    script_args = host_script_args(args, CA)
+    script_args.update({"docker_cli": docker_cli, "dockerd": dockerd})
+    return script_args
+
+
+def store_files(host: Host) -> set[str]:
+    return {str(p.relative_to(host.certs_d)) for p in host.certs_d.rglob("*") if p.is_file()}
+
+
+def test_graph_driver_gets_the_hub_mirror_and_each_caches_ca_no_hosts_toml(host: Host, tmp_path: Path) -> None:
+    cli = fake_docker_cli(tmp_path, "28.5.2+dfsg4", GRAPH_DRIVER)
+    report = ok("apply", store_args(host, docker_cli=cli))
+    assert store_files(host) == {
+        "docker-cache.dev.internal.network:8443/ca.crt", "ghcr-cache.dev.internal.network:8443/ca.crt",
+    }
+    docker = report["docker"]
+    assert docker["image_store"] == "graph driver" and docker["detected_by"] == "docker info"
+    assert docker["transparent"] == {"docker.io": HUB_CACHE}
+    why = docker["not_transparent"]["ghcr.io"]
+    assert "mirrors Docker Hub only" in why and "pull ghcr-cache.dev.internal.network:8443/<name> instead" in why
+    assert any(note.startswith("not transparent on this host: ghcr.io") for note in report["notes"])
+
+
+def test_docker_28_containerd_store_gets_a_hosts_toml_per_registry_docker_io_included(
+    host: Host, tmp_path: Path
+) -> None:
+    write_json(host.daemon_json, json.dumps({"registry-mirrors": [OTHER_MIRROR]}))
+    cli = fake_docker_cli(tmp_path, "28.5.2+dfsg4", CONTAINERD_STORE)
+    report = ok("apply", store_args(host, docker_cli=cli))
+    assert store_files(host) == {
+        "docker-cache.dev.internal.network:8443/ca.crt", "ghcr-cache.dev.internal.network:8443/ca.crt",
+        "docker.io/ca.crt", "docker.io/hosts.toml", "ghcr.io/hosts.toml",
+    }
+    ghcr = (host.certs_d / "ghcr.io/hosts.toml").read_text()
+    assert 'server = "https://ghcr.io"' in ghcr
+    assert f'[host."{GHCR_CACHE}"]' in ghcr
+    assert f'ca = "{host.certs_d}/ghcr-cache.dev.internal.network:8443/ca.crt"' in ghcr
+    hub = (host.certs_d / "docker.io/hosts.toml").read_text()
+    assert 'server = "https://registry-1.docker.io"' in hub and f'[host."{HUB_CACHE}"]' in hub
+    docker = report["docker"]
+    assert docker["image_store"] == "containerd"
+    assert docker["transparent"] == {"docker.io": HUB_CACHE, "ghcr.io": GHCR_CACHE}
+    assert docker["not_transparent"] == {}
+    assert any(OTHER_MIRROR in note and "takes precedence" in note for note in report["notes"])
+
+    ok("remove", store_args(host, docker_cli=cli))
+    assert store_files(host) == set()
+    assert json.loads(host.daemon_json.read_text()) == {"registry-mirrors": [OTHER_MIRROR]}
+
+
+def test_docker_26_containerd_store_gets_the_ca_under_docker_io_but_no_hosts_toml(host: Host, tmp_path: Path) -> None:
+    cli = fake_docker_cli(tmp_path, "26.1.5+dfsg1", CONTAINERD_STORE)
+    report = ok("apply", store_args(host, docker_cli=cli))
+    assert "docker.io/ca.crt" in store_files(host)
+    assert not any(name.endswith("hosts.toml") for name in store_files(host))
+    assert "does not read certs.d/<registry>/hosts.toml" in report["docker"]["not_transparent"]["ghcr.io"]
+
+
+@pytest.mark.parametrize(("features", "version", "hosts_toml"), [
+    ({"containerd-snapshotter": True}, "28.5.2", True),
+    ({"containerd-snapshotter": False}, "29.1.0", False),
+    ({}, "29.1.0", True),  # Docker 29's default for a new install
+    ({}, "28.5.2", False),
+])
+def test_without_a_running_daemon_the_store_comes_from_daemon_json_and_the_version(
+    host: Host, tmp_path: Path, features: dict[str, bool], version: str, hosts_toml: bool
+) -> None:
+    write_json(host.daemon_json, json.dumps({"features": features} if features else {}))
+    dockerd = fake_program(tmp_path, "dockerd", {"--version": f"Docker version {version}, build abc\n"})
+    report = ok("apply", store_args(host, docker_cli=str(tmp_path / "no-such-docker"), dockerd=dockerd))
+    assert ("ghcr.io/hosts.toml" in store_files(host)) == hosts_toml
+    assert report["docker"]["version"] == version
+    assert "dockerd is not running" in report["docker"]["detected_by"]
+
+
+def test_a_store_switch_between_applies_adds_and_takes_back_the_store_files(host: Host, tmp_path: Path) -> None:
+    graph = fake_docker_cli(tmp_path, "28.5.2", GRAPH_DRIVER)
+    containerd_dir = tmp_path / "c"
+    containerd_dir.mkdir()
+    containerd = fake_docker_cli(containerd_dir, "28.5.2", CONTAINERD_STORE)
+    ok("apply", store_args(host, docker_cli=graph))
+    before = host.snapshot()
+    switched = ok("apply", store_args(host, docker_cli=containerd))
+    assert {"docker.io/hosts.toml", "ghcr.io/hosts.toml"} <= store_files(host)
+    assert str(host.certs_d / "ghcr.io/hosts.toml") in switched["changed"]
+    ok("apply", store_args(host, docker_cli=graph))
+    assert host.snapshot() == before, "back on the graph driver, the hosts.toml files are gone again"
+
+
+def test_remove_without_the_state_file_takes_only_store_files_that_are_still_ours(host: Host, tmp_path: Path) -> None:
+    cli = fake_docker_cli(tmp_path, "28.5.2", CONTAINERD_STORE)
+    ok("apply", store_args(host, docker_cli=cli))
+    for state in host.state_dir.glob("daemon-mirror-*.json"):
+        state.unlink()
+    edited = host.certs_d / "docker.io/hosts.toml"
+    edited.write_text(edited.read_text() + "# edited by the site\n")
+    ok("remove", store_args(host, docker_cli=cli))
+    assert store_files(host) == {"docker.io/hosts.toml"}, "the edited file is not ours any more"
+
+
+def test_an_existing_hosts_toml_gets_its_bytes_back(host: Host, tmp_path: Path) -> None:
+    theirs = host.certs_d / "ghcr.io/hosts.toml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text('server = "https://ghcr.io"\n')
+    cli = fake_docker_cli(tmp_path, "28.5.2", CONTAINERD_STORE)
+    ok("apply", store_args(host, docker_cli=cli))
+    assert GHCR_CACHE in theirs.read_text()
+    ok("remove", store_args(host, docker_cli=cli))
+    assert theirs.read_text() == 'server = "https://ghcr.io"\n'

@@ -14,6 +14,14 @@ manage; every path is a parameter, so the tests run this script against temporar
 - `files`: [{"path", "content"}]: files that belong to us (the cache's CA, containerd's
   hosts.toml). A file someone else changed after us is left alone on remove.
 - `etc_hosts`: {"path", "line"}: one line, marked with a comment, for hosts without DNS.
+- `docker_store`: files that only some dockerd image stores read, installed when this
+  host's dockerd uses one (see `detect_docker`, asked on every apply):
+  `containerd_store_files` (the mirror's CA in certs.d/docker.io/, whose TLS settings moby
+  gives `registry-mirrors` with that store) and `hosts_toml` ([{"registry", "cache",
+  "path", "content"}]: certs.d/<registry>/hosts.toml, which dockerd 28+ with the
+  containerd store reads for ANY registry on every pull, docker.io included, and whose
+  `ca` it verifies; the graph-driver store and Docker 26 ignore them). The report's `docker` part says which
+  registries this host now pulls through a cache transparently, and why not the others.
 - `state_dir`: where the record of what was changed (with the original bytes) is kept.
 - `reload`: "auto" (systemctl reload docker, else SIGHUP to dockerd), "none", or
   "pid:<n>" (SIGHUP to that process: for tests).
@@ -99,6 +107,7 @@ class Args:
             {"path": _absolute(_require_str(f, "path"), "files[].path"), "content": _require_str(f, "content")}
             for f in raw.get("files") or []
         ]
+        self.docker_store = _docker_store_arg(raw.get("docker_store"))
         self.etc_hosts: dict | None = None
         if raw.get("etc_hosts"):
             line = _require_str(raw["etc_hosts"], "line").strip()
@@ -119,14 +128,18 @@ class Args:
         # One lock per host, not per stack: two stacks may edit the same daemon.json.
         return os.path.join(self.state_dir, "daemon-mirror.lock")
 
-    def desired_items(self) -> dict:
-        """key -> spec of everything apply must put in place."""
+    def desired_items(self, docker: dict | None = None) -> dict:
+        """key -> spec of everything apply must put in place.
+
+        `docker`: what `detect_docker` found; None = every file this host could get (for a
+        remove without a state file: only files still holding our content are touched).
+        """
         items = {}
         if self.daemon_json:
             items["daemon_json:" + self.daemon_json["path"]] = {
                 "kind": "daemon_json", "path": self.daemon_json["path"], "mirror": self.daemon_json["mirror"],
             }
-        for entry in self.files:
+        for entry in self.files + docker_store_files(self.docker_store, docker):
             items["file:" + entry["path"]] = {"kind": "file", "path": entry["path"], "content": entry["content"]}
         if self.etc_hosts:
             items["hosts:" + self.etc_hosts["path"]] = {
@@ -143,6 +156,25 @@ def _machine_arg(value: object) -> dict | None:
     if not value.get("hostname") and not value.get("id"):
         raise ValueError("machine names no machine")
     return {"hostname": value.get("hostname", ""), "id": value.get("id", "")}
+
+
+def _docker_store_arg(value: object) -> dict:
+    if not value:
+        return {"containerd_store_files": [], "hosts_toml": []}
+    if not isinstance(value, dict):
+        raise ValueError("docker_store must be an object")
+    files = [
+        {"path": _absolute(_require_str(f, "path"), "docker_store.containerd_store_files[].path"),
+         "content": _require_str(f, "content")}
+        for f in value.get("containerd_store_files") or []
+    ]
+    hosts_toml = [
+        {"registry": _require_str(h, "registry"), "cache": _require_str(h, "cache"),
+         "path": _absolute(_require_str(h, "path"), "docker_store.hosts_toml[].path"),
+         "content": _require_str(h, "content")}
+        for h in value.get("hosts_toml") or []
+    ]
+    return {"containerd_store_files": files, "hosts_toml": hosts_toml}
 
 
 def _require_str(raw: dict, key: str) -> str:
@@ -680,6 +712,137 @@ def wait_for_daemon(docker_cli: str, mirror: str, expect_present: bool) -> bool 
 
 
 # ---------------------------------------------------------------------------------------
+# Which image store dockerd uses, and what that store reads
+# ---------------------------------------------------------------------------------------
+
+CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
+# First Docker release measured to read certs.d/<registry>/hosts.toml with the containerd
+# image store (28.5.2); 26.1.5 ignores them. 27.x is not claimed.
+HOSTS_TOML_MIN_DOCKER = 28
+# From Docker 29 on, a new install uses the containerd image store unless told otherwise.
+CONTAINERD_STORE_DEFAULT_FROM = 29
+
+
+def docker_major(version: str) -> int:
+    match = re.match(r"^v?(\d+)\.", version or "")
+    return int(match.group(1)) if match else 0
+
+
+def docker_info(docker_cli: str) -> dict | None:
+    """`docker info` of the local daemon as JSON, or None when it cannot be asked."""
+    if not docker_cli or shutil.which(docker_cli) is None:
+        return None
+    command = [docker_cli, "--host", "unix://" + DOCKER_SOCKET, "info", "--format", "{{json .}}"]
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    try:
+        info = json.loads(result.stdout.decode() or "null")
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) and info.get("ServerVersion") else None
+
+
+def dockerd_version(dockerd: str) -> str:
+    """`dockerd --version` ("Docker version 28.5.2+dfsg4, build ...") -> "28.5.2+dfsg4"; "" unknown."""
+    if not dockerd or shutil.which(dockerd) is None:
+        return ""
+    try:
+        result = subprocess.run([dockerd, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    match = re.search(rb"version\s+v?([0-9][^\s,]*)", result.stdout)
+    return match.group(1).decode() if match else ""
+
+
+def detect_docker(args: Args, daemon_json: bytes | None) -> dict:
+    """{"version", "containerd_store", "detected_by"} of this host's dockerd.
+
+    The running daemon says it best (`docker info`: DriverStatus names the containerd
+    snapshotter). When it is not running, what it will use when it starts: daemon.json's
+    `features.containerd-snapshotter`, else the default of its version.
+    """
+    info = docker_info(args.docker_cli)
+    if info is not None:
+        statuses = info.get("DriverStatus") or []
+        containerd_store = any(
+            isinstance(pair, list) and len(pair) == 2 and pair[1] == CONTAINERD_SNAPSHOTTER for pair in statuses
+        )
+        return {"version": str(info["ServerVersion"]), "containerd_store": containerd_store,
+                "detected_by": "docker info"}
+    version = dockerd_version(args.dockerd)
+    feature = None
+    with contextlib.suppress(ValueError, AttributeError, UnicodeDecodeError):
+        config = json.loads(daemon_json.decode("utf-8")) if daemon_json and daemon_json.strip() else {}
+        feature = (config.get("features") or {}).get("containerd-snapshotter")
+    default = docker_major(version) >= CONTAINERD_STORE_DEFAULT_FROM
+    containerd_store = feature if isinstance(feature, bool) else default
+    return {"version": version, "containerd_store": containerd_store,
+            "detected_by": "daemon.json and dockerd --version (dockerd is not running)"}
+
+
+def reads_hosts_toml(docker: dict) -> bool:
+    return docker["containerd_store"] and docker_major(docker["version"]) >= HOSTS_TOML_MIN_DOCKER
+
+
+def docker_store_files(store: dict, docker: dict | None) -> list:
+    """The files of `docker_store` this dockerd reads; all of them when `docker` is None."""
+    files = []
+    if docker is None or docker["containerd_store"]:
+        files += store["containerd_store_files"]
+    if docker is None or reads_hosts_toml(docker):
+        files += [{"path": h["path"], "content": h["content"]} for h in store["hosts_toml"]]
+    return files
+
+
+def docker_transparency(args: Args, docker: dict, daemon_json: bytes | None) -> dict:
+    """For the report: which registries this dockerd now pulls through a cache by their own
+    names (and how), and for the others why not and what to pull instead."""
+    assert args.daemon_json is not None
+    mirror = args.daemon_json["mirror"]
+    store = "containerd" if docker["containerd_store"] else "graph driver"
+    version = docker["version"] or "(unknown version)"
+    transparent = {"docker.io": mirror}
+    not_transparent = {}
+    notes = []
+    for entry in args.docker_store["hosts_toml"]:
+        if reads_hosts_toml(docker):
+            transparent[entry["registry"]] = entry["cache"]
+            continue
+        if entry["registry"] == "docker.io":
+            continue  # registry-mirrors covers Docker Hub
+        instead = "pull " + re.sub(r"^https?://", "", entry["cache"]).rstrip("/") + "/<name> instead"
+        if docker["containerd_store"]:
+            why = ("dockerd " + version + " does not read certs.d/<registry>/hosts.toml (Docker "
+                   + str(HOSTS_TOML_MIN_DOCKER) + "+ with the containerd image store does)")
+        else:
+            why = ("dockerd " + version + " with the graph-driver image store mirrors Docker Hub only "
+                   "(registry-mirrors); the containerd image store of Docker " + str(HOSTS_TOML_MIN_DOCKER)
+                   + "+ reads hosts.toml for every registry")
+        not_transparent[entry["registry"]] = why + ": " + instead
+    if reads_hosts_toml(docker) and any(e["registry"] == "docker.io" for e in args.docker_store["hosts_toml"]):
+        others = [m for m in _mirrors_in(daemon_json) if not same_mirror(m, mirror)]
+        if others:
+            notes.append(
+                "certs.d/docker.io/hosts.toml takes precedence over registry-mirrors with the containerd image "
+                "store, so Docker Hub pulls no longer try " + ", ".join(others)
+            )
+    return {"version": docker["version"], "image_store": store, "detected_by": docker["detected_by"],
+            "transparent": transparent, "not_transparent": not_transparent, "notes": notes}
+
+
+def _mirrors_in(daemon_json: bytes | None) -> list:
+    with contextlib.suppress(ValueError, AttributeError, UnicodeDecodeError):
+        config = json.loads(daemon_json.decode("utf-8")) if daemon_json and daemon_json.strip() else {}
+        mirrors = config.get("registry-mirrors") or []
+        return [m for m in mirrors if isinstance(m, str)]
+    return []
+
+
+# ---------------------------------------------------------------------------------------
 # Carrying out a plan, with rollback
 # ---------------------------------------------------------------------------------------
 
@@ -929,8 +1092,13 @@ def run(action: str, args: Args) -> dict:
     refuse_other_machine(action, args, machine)
     with host_lock(args, create=action == "apply"):
         state_raw, state_items = load_state(args)
+        docker = None
+        daemon_json_before = None
         if action == "apply":
-            desired = args.desired_items()
+            if args.daemon_json:
+                daemon_json_before = read_bytes(args.daemon_json["path"])
+                docker = detect_docker(args, daemon_json_before)
+            desired = args.desired_items(docker)
         else:
             desired = {}
             if state_items is None:
@@ -947,6 +1115,13 @@ def run(action: str, args: Args) -> dict:
     if action == "remove":
         drop_empty_state_dir(args)
     report.update({"action": action, "id": args.id, "configured": _configured(plan)})
+    if docker is not None:
+        report["docker"] = docker_transparency(args, docker, daemon_json_before)
+        report["notes"].extend(report["docker"].pop("notes"))
+        report["notes"].extend(
+            "not transparent on this host: " + registry + ": " + why
+            for registry, why in sorted(report["docker"]["not_transparent"].items())
+        )
     return report
 
 

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import pytest
@@ -93,8 +94,9 @@ class RemoteCommandRecorder(RealizingMocks):
         return f"{args.name}-id", {**props, "stdout": "", "stderr": ""}
 
 
-# pulumi-command's Connection fields this runner honours (connection.go).
-CONNECTION_KEYS = {"host", "port", "user", "privateKey", "hostKey"}
+# pulumi-command's Connection fields this runner honours (connection.go). The SDK fills in
+# dialErrorLimit (10) and perDialTimeout (15 s): dial attempts, and the timeout of each.
+CONNECTION_KEYS = {"host", "port", "user", "privateKey", "hostKey", "dialErrorLimit", "perDialTimeout"}
 
 
 def run_like_remote_command(
@@ -120,11 +122,22 @@ def run_like_remote_command(
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", f"IdentityFile={key_file}",
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlgorithms={host_key.split()[0]}",
-            "-o", "ConnectTimeout=10",
+            "-o", f"ConnectTimeout={int(connection.get('perDialTimeout') or 15)}",
             "-p", str(port), f"{connection.get('user') or 'root'}@{connection['host']}",
             command,  # one argument: sshd hands it to the login shell as one string, like session.Run
         ]
-        return subprocess.run(ssh, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        attempts = max(1, int(connection.get("dialErrorLimit") or 10))
+        for attempt in range(1, attempts + 1):
+            result = subprocess.run(ssh, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+            # Only a failed dial is retried (connection.go's Dial); a command's failure is final.
+            if not (result.returncode == 255 and _dial_failed(result.stderr)) or attempt == attempts:
+                return result
+            time.sleep(1)
+        raise AssertionError("unreachable")
+
+
+def _dial_failed(stderr: str) -> bool:
+    return any(text in stderr for text in ("Connection refused", "Connection timed out", "No route to host"))
 
 
 @dataclass
@@ -202,7 +215,10 @@ class HostStack:
 
 
 def mirror_host_entry(host: Host, gateway: str) -> str:
-    flags = [f"etcHosts={gateway}", *(FLAGS.get(host.name, "").split("&") if host.name in FLAGS else [])]
+    """`ssh://user@<address>?hostKey=...&etcHosts=<gateway>&...`: the host key pinned, as users must."""
+    flags = [f"hostKey={quote(host.host_key)}", f"etcHosts={gateway}"]
+    if host.name in FLAGS:
+        flags += FLAGS[host.name].split("&")
     return f"ssh://{LOGIN.get(host.name, 'root')}@{host.address}?{'&'.join(flags)}"
 
 
@@ -254,9 +270,11 @@ def booted_hosts(client: docker.DockerClient, stack: str, network: HostNetwork) 
 
 
 @contextlib.contextmanager
-def host_stack(client: docker.DockerClient, stack: str, network: HostNetwork, bed: HostBed) -> Iterator[HostStack]:
+def host_stack(
+    client: docker.DockerClient, stack: str, network: HostNetwork, bed: HostBed, https_port: int | None = None
+) -> Iterator[HostStack]:
     """Realize the stack with every host of the bed in mirrorHosts; tear it down afterwards."""
-    https_port = free_port()
+    https_port = https_port or free_port()
     values = e2e_values("Pulumi.dev.yaml", {
         "domain": f"{stack}.internal.network",
         "network": network.name,
