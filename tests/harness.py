@@ -39,6 +39,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
+from components import renderers
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "registry-stack"
 SECRET_SIG = rpc._special_sig_key
@@ -472,3 +474,57 @@ def run_like_language_host(
     except Exception:
         return LanguageHostRun(successful=False, errors=[traceback.format_exc()])
     return LanguageHostRun(successful=True, errors=[])
+
+
+# ---------------------------------------------------------------------------------------
+# Shared by several test modules (so that no test module imports another)
+# ---------------------------------------------------------------------------------------
+
+MATRIX_USER_PASSWORD = "Ci-Pa55word-7f3a"
+RENDER_USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
+RENDER_SEED = "5eed0001c0ffee42a1b2c3d4e5f60718"
+FAST_BCRYPT_COST = 4  # bcrypt's minimum cost: same algorithm, fast tests
+
+
+def stack_file_config(stack: str) -> dict[str, Any]:
+    """The project keys of Pulumi.<stack>.yaml, without the namespace."""
+    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    prefix = f"{PROJECT}:"
+    return {k.removeprefix(prefix): v for k, v in (data.get("config") or {}).items() if k.startswith(prefix)}
+
+
+def matrix_config(stack: str, build: bool, cache: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A committed stack file with the two switches set (and a user when build is on)."""
+    values = stack_file_config(stack)
+    values["enableBuild"] = build
+    values["enableCache"] = cache
+    if build:
+        values["users"] = [f"ci:{MATRIX_USER_PASSWORD}"]
+        return values, ("users",)
+    return values, ()
+
+
+def render_settings(stack: str = "dev", **values: Any) -> Any:
+    """Settings for the renderer tests: two users and the given keys, fed as the engine does."""
+    config = {"users": RENDER_USERS, **values}
+    return settings(config, {"users", "upstreamCredentials"} & set(config), stack)
+
+
+def hashed_users(settings: Any) -> list[tuple[str, str]]:
+    return [
+        (name, renderers.bcrypt_hash(pw.reveal(), RENDER_SEED, name, cost=FAST_BCRYPT_COST))
+        for name, pw in settings.users
+    ]
+
+
+def front_json(settings: Any) -> dict[str, Any]:
+    """The front's rendered Caddy config, parsed."""
+    text = renderers.front_config(settings, hashed_users(settings) if settings.enable_build else [])
+    return json.loads(text)
+
+
+def tls_server(config: dict[str, Any]) -> dict[str, Any]:
+    """The TLS server of a front config: the one that serves the registry hostnames."""
+    tls_servers = [s for s in config["apps"]["http"]["servers"].values() if ":443" in s["listen"]]
+    assert len(tls_servers) == 1, "one TLS listener serves every hostname"
+    return tls_servers[0]

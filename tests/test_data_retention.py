@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import declare
-from tests.test_program import matrix_config
+from tests.harness import declare, matrix_config
 
 VOLUME = "docker:index/volume:Volume"
 

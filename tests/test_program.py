@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components import renderers
 from tests import harness
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "registry-stack"
 STACKS = ("dev", "stage", "prod")
 COMBOS = [(True, True), (True, False), (False, True), (False, False)]
-USER_PASSWORD = "Ci-Pa55word-7f3a"
+USER_PASSWORD = harness.MATRIX_USER_PASSWORD
 UPSTREAM_PASSWORD = "upstream-token-9c1e"
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBpebbleroot\n-----END CERTIFICATE-----\n"
 
@@ -30,20 +29,8 @@ COMPONENT = "registry-stack:index:RegistryStack"
 TLS_COMPONENT = "registry-stack:index:Tls"
 
 
-def stack_file_config(stack: str) -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    prefix = f"{PROJECT}:"
-    return {k.removeprefix(prefix): v for k, v in (data.get("config") or {}).items() if k.startswith(prefix)}
-
-
-def matrix_config(stack: str, build: bool, cache: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
-    values = stack_file_config(stack)
-    values["enableBuild"] = build
-    values["enableCache"] = cache
-    if build:
-        values["users"] = [f"ci:{USER_PASSWORD}"]
-        return values, ("users",)
-    return values, ()
+stack_file_config = harness.stack_file_config
+matrix_config = harness.matrix_config
 
 
 @cache

@@ -19,38 +19,22 @@ import yaml
 from components import renderers
 from tests import harness
 
-USERS = ["alice:correct-horse-1", "bob:battery-staple-2"]
+USERS = harness.RENDER_USERS
 PASSWORDS = dict(entry.split(":", 1) for entry in USERS)
-SEED = "5eed0001c0ffee42a1b2c3d4e5f60718"
+SEED = harness.RENDER_SEED
 OTHER_SEED = "5eed0002c0ffee42a1b2c3d4e5f60718"
-FAST_COST = 4  # bcrypt's minimum cost: same algorithm, fast tests
+FAST_COST = harness.FAST_BCRYPT_COST
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIBroot\n-----END CERTIFICATE-----\n"
 WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
-
-
-def make(stack: str = "dev", **values: Any):
-    config = {"users": USERS, **values}
-    return harness.settings(config, {"users", "upstreamCredentials"} & set(config), stack)
-
-
-def hashed(settings) -> list[tuple[str, str]]:
-    return [(name, renderers.bcrypt_hash(pw.reveal(), SEED, name, cost=FAST_COST)) for name, pw in settings.users]
-
-
-def front(settings) -> dict:
-    text = renderers.front_config(settings, hashed(settings) if settings.enable_build else [])
-    return json.loads(text)
+# The shared helpers (tests/harness.py), by the short names these tests use.
+make = harness.render_settings
+hashed = harness.hashed_users
+front = harness.front_json
+server = harness.tls_server
 
 
 def servers(config: dict) -> list[dict]:
     return list(config["apps"]["http"]["servers"].values())
-
-
-def server(config: dict) -> dict:
-    """The TLS server that serves the registry hostnames."""
-    tls_servers = [s for s in servers(config) if ":443" in s["listen"]]
-    assert len(tls_servers) == 1, "one TLS listener serves every hostname"
-    return tls_servers[0]
 
 
 def dial_of(settings, role: str) -> str:

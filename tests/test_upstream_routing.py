@@ -17,7 +17,11 @@ import pytest
 
 from components import renderers
 from components.daemon_mirror import containerd_hosts_toml, containerd_registry_folder, containerd_server
-from tests.test_renderers import front, make, server
+from tests import harness
+
+front = harness.front_json
+make = harness.render_settings
+server = harness.tls_server
 
 UPSTREAMS = ["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io", "quay=https://quay.io"]
 DOMAIN = "dev.internal.network"

@@ -16,6 +16,7 @@ import pytest
 from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, pull_and_forget, push_unique_image
 from testbed.stack import RealizedStack, realized_stack
 from testbed.upstreams import StandinUpstream, start_token_auth_upstream
+from testbed.verify import check_lines, run_verify
 
 API_HEADER = "docker-distribution-api-version"
 # The private stand-in's token grants pull on these names only (fixed: the stack is new each run).
@@ -141,8 +142,6 @@ def test_unified_endpoint_refuses_pushes_of_names_that_belong_to_an_upstream(mul
 
 def test_verify_passes_on_every_registry_of_the_stack(multi: Multi, docker_cli: DockerCli, tmp_path) -> None:
     """scripts/verify walks the build registry, each cache and the unified endpoint."""
-    from tests.e2e.test_verify import check_lines, run_verify
-
     stack = multi.stack
     build_tag = f"{stack.address('build')}/verify/multi-{secrets.token_hex(3)}:1"
     docker_cli.login(stack.address("build"), "admin", stack.password)

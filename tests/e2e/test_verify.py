@@ -6,8 +6,6 @@ password travels in REGISTRY_STACK_PASSWORD, as documented.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -17,26 +15,9 @@ import pytest
 from testbed.clients import DockerCli, pull_and_forget, push_unique_image
 from testbed.stack import RealizedStack
 from testbed.upstreams import StandinUpstream
-from tests.harness import ROOT
+from testbed.verify import check_lines, run_verify
 
 Skeleton = tuple[RealizedStack, StandinUpstream]
-VERIFY = ROOT / "scripts" / "verify"
-
-
-def run_verify(
-    stack: RealizedStack, folder: Path, *args: str, password: str | None = None, outputs: dict | None = None
-) -> subprocess.CompletedProcess:
-    outputs_file = folder / f"outputs-{secrets.token_hex(3)}.json"
-    outputs_file.write_text(json.dumps(stack.outputs if outputs is None else outputs))
-    env = {**os.environ, "REGISTRY_STACK_PASSWORD": stack.password if password is None else password}
-    return subprocess.run(
-        [str(VERIFY), "--outputs", str(outputs_file), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300, check=False,
-    )
-
-
-def check_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stdout.splitlines() if line.split()[0] in ("PASS", "FAIL", "SKIP")]
 
 
 def status_of(result: subprocess.CompletedProcess, role: str, check: str) -> str:
