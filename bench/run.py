@@ -35,6 +35,7 @@ import datetime
 import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections import Counter
@@ -58,16 +60,19 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from components import renderers  # noqa: E402
 from testbed import images  # noqa: E402
 from testbed.clients import DockerCli, free_port, make_unique_image, remove_local_image, wait_for_http  # noqa: E402
 from testbed.registry_http import (  # noqa: E402
+    MANIFEST_V2,
     Endpoint,
     SyntheticImage,
+    percentile,
     pull_image,
     push_image,
     synthetic_image,
 )
-from testbed.stack import RealizedStack, realized_stack  # noqa: E402
+from testbed.stack import RealizedStack, e2e_values, realized_stack  # noqa: E402
 from testbed.upstreams import StandinUpstream  # noqa: E402
 
 MIB = 2**20
@@ -163,6 +168,108 @@ def bench_stack(client: docker.DockerClient, stack: str, bytes_per_second: float
             link.process.wait(timeout=10)
 
 
+# -- baselines: what TLS itself allows on this machine ------------------------------------------
+
+BLOBS_DIR = f"{renderers.REGISTRY_DATA_DIR}/docker/registry/v2/blobs"
+
+
+@dataclass
+class Baseline:
+    """A server on 127.0.0.1:port that presents the front's own certificate (same key, same TLS)."""
+
+    container: Any
+    port: int
+
+
+def _front_tls_files(bench: Bench) -> dict[str, bytes]:
+    front = bench.stack.container("front")
+    files = {}
+    for path in (renderers.FRONT_CERT_PATH, renderers.FRONT_KEY_PATH):
+        stream, _ = front.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.getmembers()[0]
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            files[path] = extracted.read()
+    return files
+
+
+def _start_with_files(bench: Bench, name: str, image: str, files: dict[str, bytes], **kwargs: Any) -> Baseline:
+    port = free_port()
+    container = bench.client.containers.create(
+        image, name=f"registry-stack-{bench.stack.stack}-{name}", ports={"443/tcp": ("127.0.0.1", port)},
+        labels={"registry-stack.bench": name}, detach=True, **kwargs,
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    container.put_archive("/", buffer.getvalue())
+    container.start()
+    return Baseline(container, port)
+
+
+def start_file_server(bench: Bench) -> Baseline:
+    """Caddy `file_server` over TLS on the build registry's blobs, read-only: the pull baseline.
+
+    The same Caddy binary and certificate as the front, the same file on the same disk; the
+    URL is the blob's path in the registry's storage (`/sha256/<2>/<hex>/data`)."""
+    config = {
+        "admin": {"disabled": True},
+        "apps": {
+            "http": {"servers": {"baseline": {
+                "listen": [":443"], "automatic_https": {"disable": True}, "tls_connection_policies": [{}],
+                "routes": [{"handle": [{"handler": "file_server", "root": BLOBS_DIR}]}],
+            }}},
+            "tls": {"certificates": {"load_files": [
+                {"certificate": renderers.FRONT_CERT_PATH, "key": renderers.FRONT_KEY_PATH}
+            ]}},
+        },
+    }
+    files = {**_front_tls_files(bench), renderers.FRONT_CONFIG_PATH: json.dumps(config).encode()}
+    build_volume = f"registry-stack-{bench.stack.stack}-build-data"
+    baseline = _start_with_files(
+        bench, "baseline-files", images.CADDY.tag, files,
+        volumes={build_volume: {"bind": renderers.REGISTRY_DATA_DIR, "mode": "ro"}},
+        command=["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH],
+    )
+    wait_for_tls(bench, baseline.port)
+    return baseline
+
+
+def start_tls_registry(bench: Bench) -> Baseline:
+    """The registry itself on TLS (distribution's `http.tls`), no front: the push baseline.
+
+    A static file server takes no uploads; what TLS allows for a push is the registry's own
+    work plus TLS in one process, which is this. Its own volume, removed with the bench."""
+    config = json.loads(renderers.registry_config("build", 2))
+    config["http"]["addr"] = ":443"
+    config["http"]["tls"] = {"certificate": renderers.FRONT_CERT_PATH, "key": renderers.FRONT_KEY_PATH}
+    files = {**_front_tls_files(bench), "/etc/docker/registry/config.yml": json.dumps(config).encode()}
+    baseline = _start_with_files(bench, "baseline-registry", images.REGISTRY.tag, files)
+    wait_for_tls(bench, baseline.port)
+    return baseline
+
+
+def wait_for_tls(bench: Bench, port: int, timeout: float = 30) -> None:
+    host = bench.stack.address("build").rsplit(":", 1)[0]
+    context = ssl.create_default_context(cafile=str(bench.stack.ca_file))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection = http.client.HTTPSConnection(host, port, context=context, timeout=5)
+            connection.request("GET", "/")
+            connection.getresponse().read()
+            connection.close()
+            return
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 # -- measuring ---------------------------------------------------------------------------------
 
 
@@ -185,8 +292,14 @@ class Timed:
     cpu: dict[str, float | None]
 
 
-def timed(bench: Bench, action: Callable[[], object], roles: tuple[str, ...] = ("front", "build")) -> Timed:
+def timed(
+    bench: Bench, action: Callable[[], object], roles: tuple[str, ...] = ("front", "build"),
+    extra: dict[str, Any] | None = None,
+) -> Timed:
+    """Wall time of `action` and the CPU time each container spent meanwhile (`extra`: more
+    containers by name, such as a baseline server)."""
     containers = {role: bench.stack.container(role) for role in roles}
+    containers.update(extra or {})
     before = {role: container_cpu_seconds(c) for role, c in containers.items()}
     started = time.monotonic()
     action()
@@ -283,12 +396,16 @@ class BigBlob:
             yield self.block
 
 
-def _build_connection(bench: Bench, via_front: bool) -> tuple[http.client.HTTPConnection, dict[str, str]]:
-    if via_front:
+def _build_connection(
+    bench: Bench, via_front: bool, tls_port: int = 0
+) -> tuple[http.client.HTTPConnection, dict[str, str]]:
+    """To the build registry through the front, or direct to its container; with `tls_port`,
+    to a baseline on that port (same host name, certificate and client as the front)."""
+    if via_front or tls_port:
         host = bench.stack.address("build").rsplit(":", 1)[0]
         context = ssl.create_default_context(cafile=str(bench.stack.ca_file))
-        connection = http.client.HTTPSConnection(host, bench.stack.https_port, context=context, timeout=900)
-        return connection, {"Authorization": bench.auth_header}
+        connection = http.client.HTTPSConnection(host, tls_port or bench.stack.https_port, context=context, timeout=900)
+        return connection, {} if tls_port else {"Authorization": bench.auth_header}
     build = bench.stack.container("build")
     build.reload()
     # The container's own address: a container this run started, reached over its network.
@@ -304,9 +421,9 @@ def _expect(connection: http.client.HTTPConnection, status: int) -> http.client.
     return answer
 
 
-def push_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool) -> None:
+def push_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool, tls_port: int = 0) -> None:
     """POST, one streamed PATCH of the whole layer, PUT: what `docker push` does for a layer."""
-    connection, headers = _build_connection(bench, via_front)
+    connection, headers = _build_connection(bench, via_front, tls_port)
     try:
         connection.request("POST", f"/v2/{repository}/blobs/uploads/", headers=headers)
         location = _expect(connection, 202).getheader("Location", "")
@@ -320,10 +437,13 @@ def push_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool) -> N
         connection.close()
 
 
-def pull_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool) -> None:
-    connection, headers = _build_connection(bench, via_front)
+def pull_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool, tls_port: int = 0) -> None:
+    connection, headers = _build_connection(bench, via_front, tls_port)
+    hexdigest = blob.digest.split(":", 1)[1]
+    # The file server serves the registry's own file of the blob (its storage layout).
+    path = f"/sha256/{hexdigest[:2]}/{hexdigest}/data" if tls_port else f"/v2/{repository}/blobs/{blob.digest}"
     try:
-        connection.request("GET", f"/v2/{repository}/blobs/{blob.digest}", headers=headers)
+        connection.request("GET", path, headers=headers)
         answer = connection.getresponse()
         if answer.status != 200:
             raise AssertionError(f"GET blob: HTTP {answer.status}")
@@ -336,18 +456,30 @@ def pull_big(bench: Bench, blob: BigBlob, repository: str, via_front: bool) -> N
         connection.close()
 
 
+BIG_KINDS = ("front", "direct", "baseline")
+
+
 def measure_big_layer(bench: Bench, mib: int, reps: int) -> dict[str, Any]:
     blob = BigBlob.make(mib)
-    samples: dict[str, list[Timed]] = {key: [] for key in ("push_front", "push_direct", "pull_front", "pull_direct")}
-    for rep in range(reps):
-        # Alternate front and direct so that a busy moment of the machine hits both alike.
-        pushed = f"bench/big-{rep}-{secrets.token_hex(3)}"
-        for via_front, kind in ((True, "front"), (False, "direct")):
-            push = functools.partial(push_big, bench, blob, f"{pushed}-{kind}", via_front)
-            samples[f"push_{kind}"].append(timed(bench, push))
-        for via_front, kind in ((True, "front"), (False, "direct")):
-            pull = functools.partial(pull_big, bench, blob, f"{pushed}-front", via_front)
-            samples[f"pull_{kind}"].append(timed(bench, pull))
+    samples: dict[str, list[Timed]] = {f"{op}_{kind}": [] for op in ("push", "pull") for kind in BIG_KINDS}
+    tls_registry = start_tls_registry(bench)
+    files = start_file_server(bench)
+    ports = {"front": 0, "direct": 0}
+    try:
+        for rep in range(reps):
+            # Alternate front, direct and baseline so that a busy moment of the machine hits all alike.
+            pushed = f"bench/big-{rep}-{secrets.token_hex(3)}"
+            for kind in BIG_KINDS:
+                port = tls_registry.port if kind == "baseline" else ports[kind]
+                push = functools.partial(push_big, bench, blob, f"{pushed}-{kind}", kind == "front", port)
+                samples[f"push_{kind}"].append(timed(bench, push, extra={"baseline": tls_registry.container}))
+            for kind in BIG_KINDS:
+                port = files.port if kind == "baseline" else ports[kind]
+                pull = functools.partial(pull_big, bench, blob, f"{pushed}-front", kind == "front", port)
+                samples[f"pull_{kind}"].append(timed(bench, pull, extra={"baseline": files.container}))
+    finally:
+        for server in (tls_registry, files):
+            server.container.remove(force=True, v=True)
     summary: dict[str, Any] = {"layer_mib": mib}
     for key, runs in samples.items():
         summary[key] = {
@@ -355,8 +487,10 @@ def measure_big_layer(bench: Bench, mib: int, reps: int) -> dict[str, Any]:
             "runs_mb_per_s": [round(blob.size / run.seconds / 1e6, 1) for run in runs],
             "cpu_s_per_gb": _cpu_per_gb(runs, blob.size),
         }
-    summary["push_front_over_direct"] = round(summary["push_front"]["mb_per_s"] / summary["push_direct"]["mb_per_s"], 2)
-    summary["pull_front_over_direct"] = round(summary["pull_front"]["mb_per_s"] / summary["pull_direct"]["mb_per_s"], 2)
+    for op in ("push", "pull"):
+        front = summary[f"{op}_front"]["mb_per_s"]
+        summary[f"{op}_front_over_direct"] = round(front / summary[f"{op}_direct"]["mb_per_s"], 2)
+        summary[f"{op}_front_over_baseline"] = round(front / summary[f"{op}_baseline"]["mb_per_s"], 2)
     return summary
 
 
@@ -372,28 +506,130 @@ def _cpu_per_gb(runs: list[Timed], size: int) -> dict[str, float | None]:
 # -- (d): a herd of cold pulls -------------------------------------------------------------------
 
 
+@dataclass
+class TimedPull:
+    seconds: float
+    first_byte_s: float  # from the start of the pull to the first byte of its largest blob's body
+    started_at: float
+
+
+def pull_with_first_byte(endpoint: Endpoint, repository: str, image: SyntheticImage) -> TimedPull:
+    """Manifest, then every blob (digests checked), noting when the largest blob's first byte came.
+
+    A waiting client of a coalescing tier that streams gets bytes while the fill proceeds; one
+    that waits for the whole fill (nginx proxy_cache_lock) gets its first byte only at the end."""
+    largest = max(image.layers, key=lambda blob: blob.size).digest
+    started = time.monotonic()
+    first_byte = 0.0
+    connection = endpoint.connect(timeout=600)
+    try:
+        connection.request("GET", f"/v2/{repository}/manifests/1", headers=endpoint.headers({"Accept": MANIFEST_V2}))
+        answer = connection.getresponse()
+        manifest = json.loads(answer.read())
+        if answer.status != 200:
+            raise AssertionError(f"manifest: HTTP {answer.status}")
+        digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+        for digest in digests:
+            connection.request("GET", f"/v2/{repository}/blobs/{digest}", headers=endpoint.headers())
+            answer = connection.getresponse()
+            if answer.status != 200:
+                raise AssertionError(f"blob {digest}: HTTP {answer.status} {answer.read()[:200]!r}")
+            hasher = hashlib.sha256()
+            while chunk := answer.read(MIB):
+                if digest == largest and not first_byte:
+                    first_byte = time.monotonic() - started
+                hasher.update(chunk)
+            if f"sha256:{hasher.hexdigest()}" != digest:
+                raise AssertionError(f"blob {digest}: the bytes received have another digest")
+    finally:
+        connection.close()
+    return TimedPull(time.monotonic() - started, first_byte, started)
+
+
 def measure_herd(bench: Bench, clients: int) -> dict[str, Any]:
+    """One cold pull alone, then `clients` cold pulls of another image (same layer sizes) at once."""
+    alone_repository = f"library/bench-herd-alone-{secrets.token_hex(3)}"
+    alone_image = seed(bench, alone_repository, HERD_LAYER_MIB)
+    alone = pull_with_first_byte(bench.cache, alone_repository, alone_image)
+    wait_until_cached(bench, alone_repository, alone_image)
+    alone_fetches = origin_blob_fetches(bench, alone_repository)
+
     repository = f"library/bench-herd-{secrets.token_hex(3)}"
     image = seed(bench, repository, HERD_LAYER_MIB)
+    barrier = threading.Barrier(clients)
+
+    def one_pull() -> TimedPull:
+        barrier.wait(timeout=60)
+        return pull_with_first_byte(bench.cache, repository, image)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        pulls = list(pool.map(lambda _: one_pull(), range(clients)))
+    wall = time.monotonic() - started
+    wait_until_cached(bench, repository, image)
+    fetches = origin_blob_fetches(bench, repository)
+    link_bytes = sum(fetches[blob.digest] * blob.size for blob in image.blobs)
+    first_bytes = [pull.first_byte_s for pull in pulls]
+    return {
+        "clients": clients, "image_mib": sum(HERD_LAYER_MIB), "wall_s": round(wall, 2),
+        "one_cold_pull_s": round(alone.seconds, 2),
+        "wall_over_one_cold_pull": round(wall / alone.seconds, 2),
+        "slowest_pull_s": round(max(pull.seconds for pull in pulls), 2),
+        "fetches_per_blob": {blob.digest[:19]: fetches[blob.digest] for blob in image.blobs},
+        "fetches_per_blob_one_client": [alone_fetches[blob.digest] for blob in alone_image.blobs],
+        "max_fetches_per_blob": max(fetches[blob.digest] for blob in image.blobs),
+        "upstream_bytes_over_image_bytes": round(link_bytes / image.total_bytes, 2),
+        "largest_layer_mib": max(HERD_LAYER_MIB),
+        "first_byte_s_one_client": round(alone.first_byte_s, 2),
+        "first_byte_s_p50": round(statistics.median(first_bytes), 2),
+        "first_byte_s_p95": round(percentile(first_bytes, 0.95), 2),
+        "first_byte_s_max": round(max(first_bytes), 2),
+    }
+
+
+# -- (f): aggregate throughput of warm pulls through the front ----------------------------------------
+
+
+AGGREGATE_LAYER_MIB = (1, 9, 20, 30, 40)  # 100 MiB in 5 layers
+
+
+def measure_aggregate(bench: Bench, clients: int) -> dict[str, Any]:
+    """`clients` warm pulls at once of a 100 MiB image from the cache, through the front."""
+    repository = f"library/bench-aggregate-{secrets.token_hex(3)}"
+    image = seed(bench, repository, AGGREGATE_LAYER_MIB)
+    pull_image(bench.cache, repository, "1")  # cold: fills the cache
+    wait_until_cached(bench, repository, image)
     barrier = threading.Barrier(clients)
 
     def one_pull() -> float:
         barrier.wait(timeout=60)
         return pull_image(bench.cache, repository, "1").seconds
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        latencies = list(pool.map(lambda _: one_pull(), range(clients)))
-    wall = time.monotonic() - started
-    wait_until_cached(bench, repository, image)
-    fetches = origin_blob_fetches(bench, repository)
-    link_bytes = sum(fetches[blob.digest] * blob.size for blob in image.blobs)
+    roles = tuple(role for role in ("front", "cache", "cache-herd") if _has_container(bench, role))
+    latencies: list[float] = []
+
+    def run() -> None:
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            latencies.extend(pool.map(lambda _: one_pull(), range(clients)))
+
+    result = timed(bench, run, roles=roles)
+    total = clients * image.total_bytes
     return {
-        "clients": clients, "image_mib": sum(HERD_LAYER_MIB), "wall_s": round(wall, 2),
-        "slowest_pull_s": round(max(latencies), 2),
-        "fetches_per_blob": {blob.digest[:19]: fetches[blob.digest] for blob in image.blobs},
-        "upstream_bytes_over_image_bytes": round(link_bytes / image.total_bytes, 2),
+        "clients": clients, "image_mib": round(image.total_bytes / MIB), "wall_s": round(result.seconds, 2),
+        "total_mb_per_s": round(total / result.seconds / 1e6, 1),
+        "pull_s_p50": round(statistics.median(latencies), 2), "pull_s_p95": round(percentile(latencies, 0.95), 2),
+        "cpu_s_per_gb": {
+            role: None if cpu is None else round(cpu / (total / 1e9), 2) for role, cpu in result.cpu.items()
+        },
     }
+
+
+def _has_container(bench: Bench, role: str) -> bool:
+    try:
+        bench.stack.container(role)
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 # -- (e): authenticated requests at the front ------------------------------------------------------
@@ -439,12 +675,8 @@ def measure_auth(bench: Bench, requests: int = 10) -> dict[str, Any]:
 # -- report -----------------------------------------------------------------------------------------
 
 
-def report(results: dict[str, Any]) -> str:
-    setup, pulls, big, herd, auth = (results[k] for k in ("setup", "pulls", "big_layer", "herd", "auth"))
-    lines = [
-        f"registry-stack bench, {setup['date']} on {setup['host']} ({setup['cpus']} CPUs, load before "
-        f"{setup['load_before']}); upstream link {setup['link_mbit']} Mbit/s shared",
-        "",
+def _report_pulls(pulls: dict[str, Any]) -> list[str]:
+    return [
         f"(a) warm-cache pull vs direct from the throttled upstream, {pulls['image_mib']} MiB in "
         f"{pulls['layers']} layers:",
         f"    direct {pulls['direct_s']:.2f}s, warm cache {pulls['warm_s']:.2f}s -> "
@@ -453,33 +685,87 @@ def report(results: dict[str, Any]) -> str:
         f"    cold {pulls['cold_s']:.2f}s, direct {pulls['direct_s']:.2f}s -> cold/direct = "
         f"{pulls['b_cold_over_direct']}; upstream fetches per blob in a cold pull: "
         f"{[r['upstream_fetches_per_blob_cold'] for r in pulls['rounds']]}",
-        f"(c) {big['layer_mib']} MiB layer, front (TLS + auth) vs direct to the build registry container:",
+    ]
+
+
+def _report_big(big: dict[str, Any]) -> list[str]:
+    lines = [
+        f"(c) {big['layer_mib']} MiB layer, front (TLS + auth) vs direct to the build registry container, and vs a "
+        "baseline of what TLS allows here (pull: Caddy file_server on the same file; push: the registry on TLS):",
     ]
     for op in ("push", "pull"):
-        front, direct = big[f"{op}_front"], big[f"{op}_direct"]
+        front, direct, baseline = big[f"{op}_front"], big[f"{op}_direct"], big[f"{op}_baseline"]
         lines.append(
-            f"    {op}: front {front['mb_per_s']} MB/s, direct {direct['mb_per_s']} MB/s -> "
-            f"front/direct = {big[f'{op}_front_over_direct']}; CPU s/GB front {front['cpu_s_per_gb']['front']}, "
-            f"registry {front['cpu_s_per_gb']['build']} (direct: registry {direct['cpu_s_per_gb']['build']})"
+            f"    {op}: front {front['mb_per_s']} MB/s, direct {direct['mb_per_s']} MB/s, baseline "
+            f"{baseline['mb_per_s']} MB/s -> front/direct = {big[f'{op}_front_over_direct']}, front/baseline = "
+            f"{big[f'{op}_front_over_baseline']}; CPU s/GB front {front['cpu_s_per_gb']['front']}, registry "
+            f"{front['cpu_s_per_gb']['build']} (baseline server {baseline['cpu_s_per_gb']['baseline']})"
         )
-    lines += [
+    return lines
+
+
+def _report_herd(herd: dict[str, Any]) -> list[str]:
+    return [
         f"(d) {herd['clients']} concurrent cold pulls of one {herd['image_mib']} MiB image: upstream fetches per "
-        f"blob {list(herd['fetches_per_blob'].values())} (1 would be ideal); upstream bytes = "
-        f"{herd['upstream_bytes_over_image_bytes']}x the image; all done in {herd['wall_s']}s",
+        f"blob {list(herd['fetches_per_blob'].values())} (one client alone: {herd['fetches_per_blob_one_client']}); "
+        f"upstream bytes = {herd['upstream_bytes_over_image_bytes']}x the image",
+        f"    herd wall {herd['wall_s']}s, one cold pull alone {herd['one_cold_pull_s']}s -> herd/one = "
+        f"{herd['wall_over_one_cold_pull']}; first byte of the {herd['largest_layer_mib']} MiB layer after "
+        f"p50 {herd['first_byte_s_p50']}s, p95 {herd['first_byte_s_p95']}s, max {herd['first_byte_s_max']}s "
+        f"(one client alone: {herd['first_byte_s_one_client']}s)",
+    ]
+
+
+def _report_aggregate(agg: dict[str, Any]) -> list[str]:
+    return [
+        f"(f) {agg['clients']} concurrent warm pulls of a {agg['image_mib']} MiB image through the front: "
+        f"{agg['total_mb_per_s']} MB/s in total, pull p50 {agg['pull_s_p50']}s, p95 {agg['pull_s_p95']}s; "
+        f"CPU s/GB {agg['cpu_s_per_gb']}",
+    ]
+
+
+def _report_auth(auth: dict[str, Any]) -> list[str]:
+    return [
         "(e) one authenticated request on a new connection (as dockerd makes each request): median "
         f"{auth['authenticated_request_ms_median']} ms, anonymous {auth['anonymous_request_ms_median']} ms; "
         f"docker push {auth['docker_push_s']}s (front CPU {auth['docker_push_front_cpu_s']}s), "
         f"docker pull {auth['docker_pull_s']}s (front CPU {auth['docker_pull_front_cpu_s']}s)",
     ]
+
+
+def report(results: dict[str, Any]) -> str:
+    setup = results["setup"]
+    lines = [
+        f"registry-stack bench, {setup['date']} on {setup['host']} ({setup['cpus']} CPUs, load before "
+        f"{setup['load_before']}); upstream link {setup['link_mbit']} Mbit/s shared; registry "
+        f"{setup['registry_image']}, front {setup['front_image']}",
+        "",
+    ]
+    if "pulls" in results:
+        lines += _report_pulls(results["pulls"])
+    if "big_layer" in results:
+        lines += _report_big(results["big_layer"])
+    for herd in results.get("herds", []):
+        lines += _report_herd(herd)
+    if "auth" in results:
+        lines += _report_auth(results["auth"])
+    if "aggregate" in results:
+        lines += _report_aggregate(results["aggregate"])
     return "\n".join(lines)
+
+
+LEGS = ("pulls", "big", "herd", "auth", "aggregate")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--link-mbit", type=float, default=80, help="bandwidth of the throttled upstream link")
     parser.add_argument("--big-mib", type=int, default=500, help="size of the layer of (c)")
-    parser.add_argument("--herd", type=int, default=10, help="concurrent cold pulls in (d)")
+    parser.add_argument("--herd", type=int, nargs="+", default=[10, 50],
+                        help="concurrent cold pulls in (d), one run per number")
+    parser.add_argument("--aggregate", type=int, default=16, help="concurrent warm pulls in (f)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of (a)-(c); medians are reported")
+    parser.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated subset of {','.join(LEGS)}")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--stack", default=f"bench-{os.environ.get('E2E_STACK', 'local')}", help="stack name")
     return parser.parse_args()
@@ -487,21 +773,32 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    legs = set(args.legs.split(","))
+    if legs - set(LEGS):
+        sys.exit(f"unknown legs {sorted(legs - set(LEGS))}: choose from {','.join(LEGS)}")
     if os.geteuid() != 0:
         sys.exit("bench/run.py needs root (like the e2e suite): sudo python3 bench/run.py")
     client = docker.from_env(timeout=600)
     images.build_all()
     started = time.monotonic()
+    tags = e2e_values("Pulumi.dev.yaml", {})
     results: dict[str, Any] = {"setup": {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
         "cpus": os.cpu_count(), "load_before": round(os.getloadavg()[0], 2), "link_mbit": args.link_mbit,
+        "registry_image": tags["registryImage"], "front_image": tags["frontImage"],
     }}
     with bench_stack(client, args.stack, args.link_mbit * 1e6 / 8) as bench:
         print("stack realized; measuring", file=sys.stderr, flush=True)
-        results["pulls"] = measure_pulls_vs_upstream(bench, args.reps)
-        results["big_layer"] = measure_big_layer(bench, args.big_mib, args.reps)
-        results["herd"] = measure_herd(bench, args.herd)
-        results["auth"] = measure_auth(bench)
+        if "pulls" in legs:
+            results["pulls"] = measure_pulls_vs_upstream(bench, args.reps)
+        if "big" in legs:
+            results["big_layer"] = measure_big_layer(bench, args.big_mib, args.reps)
+        if "herd" in legs:
+            results["herds"] = [measure_herd(bench, clients) for clients in args.herd]
+        if "auth" in legs:
+            results["auth"] = measure_auth(bench)
+        if "aggregate" in legs:
+            results["aggregate"] = measure_aggregate(bench, args.aggregate)
     results["setup"]["total_s"] = round(time.monotonic() - started, 1)
     print(report(results))
     print(f"(whole run {results['setup']['total_s']}s)")

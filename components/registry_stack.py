@@ -215,12 +215,24 @@ class RegistryStack(pulumi.ComponentResource):
             # the registries by their public names through the front.
             aliases=[settings.names.container(naming.FRONT), *settings.hostnames],
             uploads=uploads,
-            volumes=[self._data_volume("front")],
+            volumes=[self._data_volume("front"), *self._registry_storage_views()],
             healthcheck=_http_healthcheck(f"http://{renderers.FRONT_ADMIN}/config/"),
             command=["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH],
             ports=ports,
             depends_on=depends,
         )
+
+    def _registry_storage_views(self) -> list[docker.ContainerVolumeArgs]:
+        """The build's and each cache's storage, read-only in the front: it sends stored blobs
+        itself (renderers._stored_blob_route). The same volumes, so nothing is stored twice."""
+        roles = (["build"] if self._settings.enable_build else []) + [u.role for u in self._settings.caches]
+        return [
+            docker.ContainerVolumeArgs(
+                volume_name=volume.volume_name, host_path=volume.host_path,
+                container_path=renderers.front_data_dir(role), read_only=True,
+            )
+            for role, volume in ((role, self._data_volume(role)) for role in roles)
+        ]
 
     def _front_config(self) -> pulumi.Input[str]:
         settings = self._settings

@@ -28,6 +28,8 @@ FRONT_KEY_PATH = "/etc/caddy/tls/key.pem"
 FRONT_ACME_ROOT_PATH = "/etc/caddy/tls/acme-root.pem"
 FRONT_DATA_DIR = "/data"
 FRONT_ADMIN = "localhost:2019"
+# Each registry's storage, mounted read-only into the front (see _stored_blob_route).
+FRONT_REGISTRY_DATA_DIR = "/registry-data"
 BCRYPT_COST = 12
 REGISTRY_API_HEADER = {"Docker-Distribution-Api-Version": ["registry/2.0"]}
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -213,6 +215,53 @@ def _authenticate(hashed_users: list[tuple[str, str]]) -> dict[str, Any]:
     return {"handler": "authentication", "providers": {"http_basic": basic}}
 
 
+def front_data_dir(role: str) -> str:
+    """Where the front sees a registry's storage (read-only): /registry-data/<role>."""
+    return f"{FRONT_REGISTRY_DATA_DIR}/{role}"
+
+
+# A blob request: /v2/<name>/blobs/sha256:<hex>; groups: name, hex, the first two hex digits.
+_BLOB_PATH = r"^/v2/(.+)/blobs/sha256:(([0-9a-f]{2})[0-9a-f]{62})$"
+
+
+def _stored_blob_route(role: str) -> dict[str, Any]:
+    """GET/HEAD of a blob the registry of `role` holds for that repository: served from its storage.
+
+    Why: a reverse-proxied pull crosses two processes and one more socket copy (registry ->
+    front -> client); Caddy's file_server reads the same file the registry would and sends it
+    with TLS directly, which is what TLS alone allows here (bench/run.py (c), docs/evidence.md).
+    The repository's own link file (distribution's storage layout,
+    docker/registry/v2/repositories/<name>/_layers/sha256/<hex>/link) must exist, as the
+    registry checks before it serves a blob: a blob pushed to another repository stays unknown
+    here, so `docker push` still uploads it and the manifest check still passes. Blob files
+    are written elsewhere and renamed into place, so a file that exists is complete. Anything
+    else (no link, no data, a cache's cold blob) falls through to the registry.
+    """
+    root = front_data_dir(role)
+    # {http.regexp.<name>.<group>}: what path_regexp captured (JSON has no {re.*} shorthand).
+    link = "/docker/registry/v2/repositories/{http.regexp.blob.1}/_layers/sha256/{http.regexp.blob.2}/link"
+    data = "/docker/registry/v2/blobs/sha256/{http.regexp.blob.3}/{http.regexp.blob.2}/data"
+    headers = {
+        "handler": "headers",
+        "response": {"set": {
+            "Content-Type": ["application/octet-stream"],
+            "Docker-Content-Digest": ["sha256:{http.regexp.blob.2}"],
+            "Cache-Control": ["max-age=31536000"],
+            **REGISTRY_API_HEADER,
+        }},
+    }
+    serve = {"handle": [headers, {"handler": "rewrite", "uri": data}, {"handler": "file_server", "root": root}]}
+    return {
+        "match": [{"method": ["GET", "HEAD"], "path_regexp": {"name": "blob", "pattern": _BLOB_PATH}}],
+        "handle": [{"handler": "subroute", "routes": [{
+            "match": [{"file": {"root": root, "try_files": [link]}}],
+            "handle": [{"handler": "subroute", "routes": [{
+                "match": [{"file": {"root": root, "try_files": [data]}}], **serve,
+            }]}],
+        }]}],
+    }
+
+
 def _dial(settings: Settings, role: str) -> str:
     return settings.names.dial(role, REGISTRY_PORT)
 
@@ -224,7 +273,11 @@ def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
 def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
     # Every request, /v2/ included, must authenticate: the Docker client sends credentials
     # only after /v2/ has challenged it.
-    return [{"handle": [_authenticate(hashed_users), _reverse_proxy(_dial(settings, "build"))]}]
+    return [
+        {"handle": [_authenticate(hashed_users)]},
+        _stored_blob_route("build"),
+        {"handle": [_reverse_proxy(_dial(settings, "build"))]},
+    ]
 
 
 def _write_match() -> dict[str, Any]:
@@ -285,7 +338,9 @@ def _cache_routes(settings: Settings, upstream: Upstream) -> list[dict[str, Any]
         if settings.enable_build else "the cache is read-only"
     )
     routes.append({"match": [_write_match()], "handle": [registry_error(405, "UNSUPPORTED", push_hint)]})
-    # Reads are anonymous: a Docker daemon never sends credentials to its mirror.
+    # Reads are anonymous: a Docker daemon never sends credentials to its mirror. Blobs the
+    # cache holds are sent from its storage (also while the cache itself is down).
+    routes.append(_stored_blob_route(upstream.role))
     routes.append({"handle": [_cache_proxy(settings, upstream)]})
     return routes
 

@@ -4,19 +4,27 @@ Nothing can be pulled here, so each image is a `docker import` of a folder holdi
 Debian binary, the libraries `ldd` lists, busybox (for the `wget` health checks the
 program declares, as the Alpine-based official images have) and the CA bundle.
 
+A binary newer than bookworm's (caddy from sid) is fetched with a private apt configuration
+(sources, lists and cache under PRIVATE_APT_DIR, never the machine's own apt state) and
+unpacked with `dpkg -x`, as ../shared/reference/platform.md describes: installing trixie or sid
+packages onto the machine itself would partially upgrade its libc.
+
 An image is rebuilt only when its recipe or binary changed (a content hash in its tag's
 label), so the whole e2e run builds each image once.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +32,8 @@ BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "kill")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECIPE_LABEL = "registry-stack.recipe"
+PRIVATE_APT_DIR = Path(os.environ.get("REGISTRY_STACK_APT_DIR", "/var/cache/registry-stack/apt"))
+APT_LISTS_MAX_AGE_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,12 @@ class LocalImage:
     env: dict[str, str] = field(default_factory=dict)
     dirs: tuple[str, ...] = ()
     debian_package: str = ""
+    # "" takes `binary` from the machine's own package; a suite name ("sid") fetches the
+    # package from that suite with the private apt configuration and takes `binary` from it.
+    debian_suite: str = ""
+    # The fetched binary must report at least this version (`<binary> version`): tests depend
+    # on "a current Caddy", not on the exact version sid happens to carry today.
+    min_version: tuple[int, ...] = ()
 
 
 REGISTRY = LocalImage(
@@ -46,14 +62,18 @@ REGISTRY = LocalImage(
     dirs=("/var/lib/registry", "/etc/docker/registry", "/tmp"),
     debian_package="docker-registry",
 )
+# A current Caddy (sid: 2.11.x, a static Go binary that runs on bookworm as it is), the
+# version line the program's default frontImage pins.
 CADDY = LocalImage(
-    tag="registry-stack-local/caddy:2.6.2",
+    tag="registry-stack-local/caddy:2-sid",
     binary="/usr/bin/caddy",
     entrypoint=[],
     cmd=["caddy", "run", "--config", "/etc/caddy/caddy.json"],
     env={"XDG_CONFIG_HOME": "/config", "XDG_DATA_HOME": "/data"},
     dirs=("/config", "/data", "/etc/caddy", "/tmp"),
     debian_package="caddy",
+    debian_suite="sid",
+    min_version=(2, 10),
 )
 PEBBLE = LocalImage(
     tag="registry-stack-local/pebble:2.4.0",
@@ -64,6 +84,93 @@ PEBBLE = LocalImage(
     debian_package="pebble",
 )
 ALL_IMAGES = (REGISTRY, CADDY, PEBBLE)
+
+
+# -- packages from newer Debian suites, without touching the machine's apt -------------------
+
+
+def _debian_mirror() -> str:
+    """The mirror the machine's own apt uses (first URIs: of debian.sources, or sources.list)."""
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb":
+                return parts[1]
+    raise RuntimeError("no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list")
+
+
+def _apt_options(suite: str) -> list[str]:
+    root = PRIVATE_APT_DIR / suite
+    return [
+        "-o", f"Dir::Etc::SourceList={root / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State::Lists={root / 'lists'}", "-o", f"Dir::Cache={root / 'cache'}",
+    ]
+
+
+def _private_apt_update(suite: str) -> bool:
+    """Refresh the suite's package lists once a day; True when they were refreshed now."""
+    root = PRIVATE_APT_DIR / suite
+    for folder in (root / "lists" / "partial", root / "cache" / "archives" / "partial"):
+        folder.mkdir(parents=True, exist_ok=True)
+    (root / "sources.list").write_text(f"deb {_debian_mirror()} {suite} main\n")
+    stamp = root / "updated"
+    if stamp.exists() and time.time() - stamp.stat().st_mtime < APT_LISTS_MAX_AGE_S:
+        return False
+    subprocess.run(["apt-get", *_apt_options(suite), "-qq", "update"], check=True, capture_output=True)
+    stamp.touch()
+    return True
+
+
+def fetch_package(package: str, suite: str) -> Path:
+    """Unpack the suite's current `package` (dpkg -x) into a folder of its own; returns it.
+
+    The .deb is downloaded again only when the lists were refreshed (at most once a day)."""
+    refreshed = _private_apt_update(suite)
+    root = PRIVATE_APT_DIR / suite
+    downloads = root / "debs"
+    downloads.mkdir(exist_ok=True)
+    debs = glob.glob(str(downloads / f"{package}_*.deb"))
+    if refreshed or len(debs) != 1:
+        for old in debs:
+            os.unlink(old)
+        subprocess.run(["apt-get", *_apt_options(suite), "-qq", "download", package],
+                       cwd=downloads, check=True, capture_output=True)
+    (deb,) = glob.glob(str(downloads / f"{package}_*.deb"))
+    unpacked = root / "unpacked" / Path(deb).stem
+    if not unpacked.exists():
+        partial = unpacked.with_suffix(".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        subprocess.run(["dpkg-deb", "-x", deb, str(partial)], check=True)
+        partial.rename(unpacked)
+    return unpacked
+
+
+def binary_version(binary: str) -> tuple[int, ...]:
+    result = subprocess.run([binary, "version"], capture_output=True, text=True, check=True)
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", result.stdout)
+    if not match:
+        raise RuntimeError(f"{binary} version printed no version: {result.stdout!r}")
+    return tuple(int(part) for part in match.groups())
+
+
+def source_binary(image: LocalImage) -> str:
+    """The file that becomes the image's `binary`: the machine's own, or fetched from the suite."""
+    if not image.debian_suite:
+        return image.binary
+    binary = str(fetch_package(image.debian_package, image.debian_suite) / image.binary.lstrip("/"))
+    version = binary_version(binary)
+    if image.min_version and version < image.min_version:
+        raise RuntimeError(
+            f"{image.debian_package} from {image.debian_suite} is {version}, older than {image.min_version}"
+        )
+    return binary
 
 
 def shared_libraries(binary: str) -> list[str]:
@@ -102,14 +209,15 @@ def _add_symlink(archive: tarfile.TarFile, path: str, target: str) -> None:
     archive.addfile(info)
 
 
-def root_filesystem(image: LocalImage) -> bytes:
-    """A tar of the image's root filesystem."""
+def root_filesystem(image: LocalImage, source: str = "") -> bytes:
+    """A tar of the image's root filesystem; `source` is the file copied to `image.binary`."""
+    source = source or image.binary
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for folder in ("/bin", "/usr", "/usr/bin", "/etc", "/etc/ssl", "/etc/ssl/certs", *image.dirs):
             _add_dir(archive, folder, 0o1777 if folder == "/tmp" else 0o755)
-        _add_file(archive, image.binary)
-        for library in shared_libraries(image.binary):
+        _add_file(archive, source, image.binary)
+        for library in shared_libraries(source):
             _add_file(archive, library)
         _add_file(archive, BUSYBOX)
         for applet in BUSYBOX_APPLETS:
@@ -118,9 +226,10 @@ def root_filesystem(image: LocalImage) -> bytes:
     return buffer.getvalue()
 
 
-def recipe_hash(image: LocalImage) -> str:
+def recipe_hash(image: LocalImage, source: str = "") -> str:
+    source = source or image.binary
     digest = hashlib.sha256(json.dumps(image.__dict__, sort_keys=True, default=list).encode())
-    for path in (image.binary, BUSYBOX, *shared_libraries(image.binary)):
+    for path in (source, BUSYBOX, *shared_libraries(source)):
         digest.update(Path(os.path.realpath(path)).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -138,14 +247,15 @@ def _existing_recipe(tag: str) -> str:
 
 def build(image: LocalImage) -> str:
     """Build the image unless an identical one exists; returns its tag."""
-    missing = [path for path in (image.binary, BUSYBOX, CA_BUNDLE) if not os.path.exists(path)]
+    source = source_binary(image)
+    missing = [path for path in (source, BUSYBOX, CA_BUNDLE) if not os.path.exists(path)]
     if missing:
         package = image.debian_package or "the package"
         raise RuntimeError(
             f"cannot build {image.tag}: {', '.join(missing)} missing; "
             f"apt-get install {package} busybox-static ca-certificates"
         )
-    recipe = recipe_hash(image)
+    recipe = recipe_hash(image, source)
     if _existing_recipe(image.tag) == recipe:
         return image.tag
     changes = [
@@ -160,7 +270,7 @@ def build(image: LocalImage) -> str:
     for change in changes:
         command += ["-c", change]
     command += ["-", image.tag]
-    subprocess.run(command, input=root_filesystem(image), check=True, capture_output=True)
+    subprocess.run(command, input=root_filesystem(image, source), check=True, capture_output=True)
     return image.tag
 
 

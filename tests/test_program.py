@@ -246,8 +246,13 @@ def test_custom_paths_network_port_and_registry_v3():
         container = declaration.containers[f"registry-stack-dev-{role}"]
         inputs = container.plain_inputs
         assert inputs["networksAdvanced"][0]["name"] == "shared-net"
-        (volume,) = inputs["volumes"]
+        volume, *views = inputs["volumes"]
         assert volume["hostPath"] == f"/srv/registry/{role.removesuffix('-standby')}_data"
+        # The front reads the registries' storage (read-only) to send stored blobs itself.
+        expected = [("/srv/registry/build_data", "/registry-data/build"), ("/srv/registry/cache_data",
+                                                                            "/registry-data/cache")]
+        assert [(v["hostPath"], v["containerPath"]) for v in views] == (expected if role == "front" else [])
+        assert all(v["readOnly"] for v in views)
         if role != "front":
             # registry 3.x reads its config from /etc/distribution (registry-facts.md)
             assert [u["file"] for u in inputs["uploads"]] == ["/etc/distribution/config.yml"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 from typing import Any
 
 import bcrypt
@@ -49,10 +50,26 @@ ACME = {"tlsMode": "letsencrypt-staging", "acmeEmail": "ops@example.com"}
 # Caddy route simulator
 # ---------------------------------------------------------------------------------------
 
-RESPONDERS = ("static_response", "reverse_proxy")
+RESPONDERS = ("static_response", "reverse_proxy", "file_server")
+
+
+def _placeholders(text: str, request: dict) -> str:
+    for key, value in request.get("captures", {}).items():
+        text = text.replace("{" + key + "}", value)
+    assert "{http.regexp." not in text, f"unresolved placeholder in {text!r}"
+    return text
 
 
 def _matcher(name: str, arg: Any, request: dict) -> bool:
+    if name == "path_regexp":  # sets {http.regexp.<name>.<group>}, as Caddy's MatchPathRE
+        found = re.search(arg["pattern"], request.get("path", "/v2/"))
+        if found:
+            captured = [found.group(0), *found.groups()]
+            groups = {f"http.regexp.{arg['name']}.{i}": g for i, g in enumerate(captured)}
+            request.setdefault("captures", {}).update(groups)
+        return found is not None
+    if name == "file":  # MatchFile with try_files: the first file that exists under root
+        return any(arg["root"] + _placeholders(f, request) in request.get("files", ()) for f in arg["try_files"])
     if name == "host":
         return request["host"] in arg
     if name == "method":
@@ -94,9 +111,14 @@ def _run(routes: list[dict], request: dict) -> tuple[list[dict], bool]:
     return chain, False
 
 
-def serve(config: dict, host: str, method: str = "GET", ip: str = "10.1.2.3") -> list[dict]:
-    """The handlers a request runs through, ending with the one that answers it."""
-    chain, done = _run(server(config)["routes"], {"host": host, "method": method, "ip": ip})
+def serve(
+    config: dict, host: str, method: str = "GET", ip: str = "10.1.2.3", path: str = "/v2/",
+    files: tuple[str, ...] = (),
+) -> list[dict]:
+    """The handlers a request runs through, ending with the one that answers it (`files`: what
+    exists on the front's read-only view of the registries' storage)."""
+    request = {"host": host, "method": method, "ip": ip, "path": path, "files": files}
+    chain, done = _run(server(config)["routes"], request)
     assert done and chain[-1]["handler"] in RESPONDERS, f"{method} {host} gets no answer: {chain}"
     return chain
 
@@ -570,3 +592,104 @@ def test_host_snippets_carry_a_non_default_port_and_host_address():
     }
     assert renderers.hosts_line(settings) == "192.0.2.10 docker-build.corp.example.com docker-cache.corp.example.com"
     assert renderers.docker_login_command(settings) == "docker login docker-build.corp.example.com:8443 -u alice"
+
+
+# ---------------------------------------------------------------------------------------
+# Stored blobs: the front sends them from the registries' storage (read-only)
+# ---------------------------------------------------------------------------------------
+
+BLOB_HEX = "ab" + "0123456789abcdef" * 3 + "0123456789abcd"
+
+
+def stored(role: str, repository: str, hexdigest: str = BLOB_HEX, link: bool = True, data: bool = True):
+    """What distribution's filesystem layout holds for a blob of `repository`, as the front sees it."""
+    root = renderers.front_data_dir(role) + "/docker/registry/v2"
+    files = []
+    if link:
+        files.append(f"{root}/repositories/{repository}/_layers/sha256/{hexdigest}/link")
+    if data:
+        files.append(f"{root}/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data")
+    return tuple(files)
+
+
+def blob_path(repository: str, hexdigest: str = BLOB_HEX) -> str:
+    return f"/v2/{repository}/blobs/sha256:{hexdigest}"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_blob_the_build_registry_holds_is_sent_from_its_storage_after_authentication(method):
+    settings = make()
+    config = front(settings)
+    chain = serve(config, settings.build_hostname, method, path=blob_path("team/app"),
+                  files=stored("build", "team/app"))
+    assert chain[0]["handler"] == "authentication"
+    *_, headers, rewrite, file_server = chain
+    assert file_server == {"handler": "file_server", "root": "/registry-data/build"}
+    # distribution's layout: blobs/sha256/<first two hex digits>/<hex>/data
+    expected = f"/docker/registry/v2/blobs/sha256/{BLOB_HEX[:2]}/{BLOB_HEX}/data"
+    uri = rewrite["uri"].replace("{http.regexp.blob.3}", BLOB_HEX[:2]).replace("{http.regexp.blob.2}", BLOB_HEX)
+    assert uri == expected
+    # Answers like the registry does for a blob.
+    set_headers = headers["response"]["set"]
+    assert set_headers["Content-Type"] == ["application/octet-stream"]
+    assert set_headers["Docker-Content-Digest"] == ["sha256:{http.regexp.blob.2}"]
+    assert set_headers["Docker-Distribution-Api-Version"] == ["registry/2.0"]
+
+
+@pytest.mark.parametrize(("files", "why"), [
+    (stored("build", "other/app"), "linked to another repository only: docker push must still upload it"),
+    (stored("build", "team/app", data=False), "the link without the data"),
+    (stored("build", "team/app", link=False), "the data without this repository's link"),
+    ((), "nothing stored"),
+])
+def test_a_blob_not_stored_for_that_repository_goes_to_the_registry(files, why):
+    settings = make()
+    chain = serve(front(settings), settings.build_hostname, "GET", path=blob_path("team/app"), files=files)
+    assert chain[-1]["handler"] == "reverse_proxy", why
+    assert [u["dial"] for u in chain[-1]["upstreams"]] == [dial_of(settings, "build")]
+
+
+@pytest.mark.parametrize("path", [
+    "/v2/team/app/manifests/1.0",  # tags change: only the registry knows them
+    f"/v2/team/app/manifests/sha256:{BLOB_HEX}",
+    f"/v2/team/app/blobs/sha256:{BLOB_HEX}x",
+    "/v2/_catalog",
+])
+def test_only_blob_reads_are_sent_from_storage(path):
+    settings = make()
+    chain = serve(front(settings), settings.build_hostname, "GET", path=path, files=stored("build", "team/app"))
+    assert chain[-1]["handler"] == "reverse_proxy"
+
+
+def test_writes_to_a_stored_blob_path_still_reach_the_build_registry():
+    settings = make()
+    chain = serve(front(settings), settings.build_hostname, "DELETE", path=blob_path("team/app"),
+                  files=stored("build", "team/app"))
+    assert [h["handler"] for h in chain] == ["authentication", "reverse_proxy"]
+
+
+def test_a_cached_blob_is_sent_anonymously_from_the_cache_storage_and_networks_still_apply():
+    settings = make(cacheClientNetworks=["10.0.0.0/8"])
+    config = front(settings)
+    files = stored("cache", "library/alpine")
+    chain = serve(config, settings.cache_hostname, "GET", ip="10.9.9.9", path=blob_path("library/alpine"), files=files)
+    assert [h["handler"] for h in chain][-1] == "file_server"
+    assert "authentication" not in [h["handler"] for h in chain]
+    assert chain[-1]["root"] == "/registry-data/cache"
+    denied = serve(config, settings.cache_hostname, "GET", ip="203.0.113.7", path=blob_path("library/alpine"),
+                   files=files)
+    assert error_of(denied[-1]) == (403, "DENIED")
+    push = serve(config, settings.cache_hostname, "PUT", ip="10.9.9.9", path=blob_path("library/alpine"), files=files)
+    assert error_of(push[-1]) == (405, "UNSUPPORTED")
+
+
+def test_each_cache_host_reads_only_its_own_storage():
+    settings = make(upstreams=["docker=https://registry-1.docker.io", "ghcr=https://ghcr.io"])
+    config = front(settings)
+    ghcr_host = next(u for u in settings.caches if u.name == "ghcr").hostname(settings.domain)
+    hub_files = stored("cache", "owner/app")
+    chain = serve(config, ghcr_host, "GET", path=blob_path("owner/app"), files=hub_files)
+    assert chain[-1]["handler"] == "reverse_proxy"  # Docker Hub's copy is not ghcr's
+    ghcr_files = stored("ghcr-cache", "owner/app")
+    chain = serve(config, ghcr_host, "GET", path=blob_path("owner/app"), files=ghcr_files)
+    assert chain[-1] == {"handler": "file_server", "root": "/registry-data/ghcr-cache"}

@@ -295,7 +295,7 @@ def test_defaults():
     assert not settings.upstream.has_credentials
     # Pulumi.yaml documents these image defaults.
     assert settings.registry_image == "registry:3.1.1"
-    assert settings.front_image == "caddy:2.8.4"
+    assert settings.front_image == "caddy:2.11.4"
     assert settings.data_path == ""
     assert settings.external_network == ""
     assert settings.cache_client_networks == ()

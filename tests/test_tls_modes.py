@@ -156,8 +156,9 @@ def test_acme_front_holds_no_key_publishes_port_80_and_orders_from_the_mode_dire
 def test_acme_state_lives_on_a_volume_mounted_at_the_storage_root(mode, build, cache):
     declaration = declared(mode, build, cache)
     front = front_of(declaration)
-    (volume,) = front.plain_inputs["volumes"]
+    volume, *registry_views = front.plain_inputs["volumes"]
     assert volume["containerPath"] == renderers.FRONT_DATA_DIR
+    assert all(view["readOnly"] for view in registry_views)  # the registries' storage, read-only
     # A volume of its own, not the container's writable layer: replacing the container
     # keeps the ACME account and certificates (tests/e2e/test_acme.py proves it).
     names = {v.plain_inputs["name"] for v in declaration.of_type("docker:index/volume:Volume")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,11 @@ def _match(matcher_set: dict[str, Any], request: dict[str, str]) -> bool:
             return False
         if name == "not" and any(_match(inner, request) for inner in arg):
             return False
-        if name not in ("host", "method", "path", "not"):
+        if name == "path_regexp" and not re.search(arg["pattern"], request["path"]):
+            return False
+        if name == "file":  # nothing stored yet: blob reads reach the registries
+            return False
+        if name not in ("host", "method", "path", "not", "path_regexp", "file"):
             raise AssertionError(f"unknown matcher {name}")
     return True
 
