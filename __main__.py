@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import renderers
+from components import client_configs, renderers
 from components.daemon_mirror import daemon_mirrors_for
 from components.plugin import serve_if_launched_as_plugin
 from components.registry_stack import RegistryStack
@@ -23,4 +23,6 @@ pulumi.export("hostnames", list(settings.hostnames))
 pulumi.export("hostsLine", renderers.hosts_line(settings))
 pulumi.export("daemonJson", renderers.daemon_json_snippet(settings))
 pulumi.export("dockerLogin", renderers.docker_login_command(settings))
+for name, text in client_configs.stack_outputs(settings).items():  # podman/CRI-O, k3s/RKE2, BuildKit
+    pulumi.export(name, text)
 pulumi.export("daemonMirrors", {m.host: {"configured": m.configured, "report": m.report} for m in mirrors})

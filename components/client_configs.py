@@ -130,3 +130,17 @@ def buildkitd_toml(registries: Sequence[CachedRegistry], ca_file: str | None = B
         for entry in registries:
             lines += ["", f"[registry.{_quoted(entry.cache_address)}]", f"  ca = [{_quoted(ca_file)}]"]
     return "\n".join(lines) + "\n"
+
+
+def stack_outputs(settings: Settings) -> dict[str, str]:
+    """The client configs as stack outputs ("" without a cache); the CA paths only in
+    self-signed mode (ACME certificates are publicly trusted)."""
+    registries = cached_registries(settings)
+    if not registries:
+        return {"podmanRegistriesConf": "", "k3sRegistriesYaml": "", "buildkitdToml": ""}
+    private_ca = not settings.tls.is_acme
+    return {
+        "podmanRegistriesConf": podman_registries_conf(registries),
+        "k3sRegistriesYaml": k3s_registries_yaml(registries, K3S_CA_FILE if private_ca else None),
+        "buildkitdToml": buildkitd_toml(registries, BUILDKIT_CA_FILE if private_ca else None),
+    }
