@@ -10,14 +10,28 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+UP_DEV = ROOT / "scripts" / "up-dev"
 
-FAKE_PULUMI = """#!/usr/bin/env python3
+# A stand-in `pulumi` that answers `config get` as the real CLI does (pulumi/pulumi
+# pkg/cmd/pulumi/config/config_get.go, read 2026-12):
+# - the stack's config (Pulumi.<stack>.yaml here, plus what `config set` stored) is merged with
+#   the project defaults of Pulumi.yaml first (workspace.ApplyProjectConfig,
+#   sdk/go/common/workspace/config.go mergeConfig: a default array becomes an object value of
+#   its compact JSON), so a key with a default is always found and the command exits 0;
+# - `--json` prints configValueJSON indented by two spaces: "value" (the decrypted text; for
+#   an object its JSON), "objectValue" (the parsed object, only for objects) and "secret"
+#   (config.Value.Secure(): true when any element is encrypted);
+# - a key that is neither set nor declared is an error: "configuration key '<key>' not found".
+# `config set --secret --path 'users[0]' v` stores v encrypted as element 0 of the list.
+FAKE_PULUMI = """#!PYTHON
 import json, os, sys
+import yaml
 log = os.environ["FAKE_LOG"]
 with open(log, "a") as handle:
     handle.write(json.dumps({
@@ -26,12 +40,69 @@ with open(log, "a") as handle:
         "passphrase_file": os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"),
     }) + "\\n")
 args = sys.argv[1:]
+project = yaml.safe_load(open("Pulumi.yaml"))
+name = project["name"]
+state_file = os.environ["FAKE_STATE"]
+state = json.load(open(state_file)) if os.path.exists(state_file) else {}
+
+
+def option(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def full_key(key):
+    return key if ":" in key else name + ":" + key
+
+
+def stack_config(stack):
+    # {key: (value, secure elements)} as the stack holds it, before the project's defaults.
+    config = {}
+    path = "Pulumi." + stack + ".yaml"
+    if os.path.exists(path):
+        for key, value in ((yaml.safe_load(open(path)) or {}).get("config") or {}).items():
+            config[key] = (value, False)
+    for key, (value, secure) in state.get(stack, {}).items():
+        config[key] = (value, secure)
+    return config
+
+
 if args[:2] == ["config", "get"]:
-    sys.exit(0 if os.environ.get("FAKE_HAS_USERS") else 1)
+    stack = option("--stack") or "dev"
+    key = full_key(args[2])
+    config = stack_config(stack)
+    for declared, spec in project.get("config", {}).items():
+        if full_key(declared) not in config and "default" in spec:
+            config[full_key(declared)] = (spec["default"], False)
+    if key not in config:
+        print("error: configuration key '" + args[2] + "' not found for stack '" + stack + "'", file=sys.stderr)
+        sys.exit(255)
+    value, secure = config[key]
+    is_object = not isinstance(value, (str, bool, int, float))
+    raw = json.dumps(value, separators=(",", ":")) if is_object else (
+        str(value).lower() if isinstance(value, bool) else str(value))
+    if "--json" in args:
+        shown = {"value": raw}
+        if is_object:
+            shown["objectValue"] = value
+        shown["secret"] = secure
+        print(json.dumps(shown, indent=2))
+    else:
+        print(raw)
+    sys.exit(0)
+if args[:2] == ["config", "set"]:
+    stack = option("--stack") or "dev"
+    path, value = args[-2], args[-1]
+    assert "--path" in args and path.endswith("[0]"), args
+    key = full_key(path[: -len("[0]")])
+    values, _ = state.setdefault(stack, {}).get(key, ([], False))
+    values = [value] + values[1:]
+    state[stack][key] = (values, "--secret" in args)
+    json.dump(state, open(state_file, "w"))
+    sys.exit(0)
 if args[:2] == ["stack", "output"]:
     outputs = {"hostsLine": "127.0.0.1 docker-build.dev.internal.network", "dockerLogin": "docker login x"}
     print(outputs.get(args[2], "{}"))
-"""
+""".replace("PYTHON", sys.executable, 1)
 
 FAKE_DOCKER = """#!/bin/sh
 exit 0
@@ -44,7 +115,8 @@ def _tool(folder: Path, name: str, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def run_up_dev(tmp_path: Path, has_users: bool) -> tuple[subprocess.CompletedProcess, list[dict]]:
+def run_up_dev(tmp_path: Path, script: Path = UP_DEV) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run the quickstart; the stand-in CLI keeps the stack's config in tmp_path between runs."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     _tool(bin_dir, "pulumi", FAKE_PULUMI)
@@ -58,17 +130,15 @@ def run_up_dev(tmp_path: Path, has_users: bool) -> tuple[subprocess.CompletedPro
         "PATH": f"{bin_dir}:{env['PATH']}",
         "HOME": str(tmp_path / "home"),
         "FAKE_LOG": str(log),
-        **({"FAKE_HAS_USERS": "1"} if has_users else {}),
+        "FAKE_STATE": str(tmp_path / "stack-config.json"),
     })
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "up-dev")], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = subprocess.run([str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return result, calls
 
 
 def test_first_run_creates_the_stack_a_secret_user_and_deploys_on_a_local_backend(tmp_path: Path) -> None:
-    result, calls = run_up_dev(tmp_path, has_users=False)
+    result, calls = run_up_dev(tmp_path)
     assert result.returncode == 0, result.stderr
     argvs = [call["argv"] for call in calls]
     assert argvs[0] == ["install"]
@@ -90,9 +160,9 @@ def test_first_run_creates_the_stack_a_secret_user_and_deploys_on_a_local_backen
 
 
 def test_second_run_keeps_the_users_and_the_passphrase(tmp_path: Path) -> None:
-    run_up_dev(tmp_path, has_users=False)
+    run_up_dev(tmp_path)
     passphrase = (tmp_path / "home" / ".registry-stack" / "passphrase").read_text()
-    result, calls = run_up_dev(tmp_path, has_users=True)
+    result, calls = run_up_dev(tmp_path)
     assert result.returncode == 0, result.stderr
     second_run = calls[[c["argv"] for c in calls].index(["install"], 1):]
     assert not any(c["argv"][:2] == ["config", "set"] for c in second_run)
@@ -115,3 +185,42 @@ def test_a_missing_tool_stops_with_a_clear_message(tmp_path: Path, missing: str)
     )
     assert result.returncode != 0
     assert "up-dev:" in result.stderr and ("Pulumi CLI" in result.stderr or "Docker" in result.stderr)
+
+
+def _stand_in(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _tool(bin_dir, "pulumi", FAKE_PULUMI)
+    env = {"PATH": os.environ["PATH"], "FAKE_LOG": str(tmp_path / "log"), "FAKE_STATE": str(tmp_path / "state.json")}
+    return subprocess.run(
+        [str(bin_dir / "pulumi"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_the_stand_in_answers_a_fresh_stack_as_the_real_cli_does(tmp_path: Path) -> None:
+    """Pulumi.yaml's default `[]` is found (exit 0): the old exit-code check never added a user."""
+    plain = _stand_in(tmp_path, "config", "get", "users", "--stack", "dev")
+    assert (plain.returncode, plain.stdout) == (0, "[]\n")
+    shown = _stand_in(tmp_path, "config", "get", "users", "--stack", "dev", "--json")
+    assert shown.returncode == 0
+    assert shown.stdout == '{\n  "value": "[]",\n  "objectValue": [],\n  "secret": false\n}\n'
+    # A value of the stack file wins over the default; a scalar has no objectValue.
+    domain = _stand_in(tmp_path, "config", "get", "domain", "--stack", "dev", "--json")
+    assert json.loads(domain.stdout) == {"value": "dev.internal.network", "secret": False}
+    missing = _stand_in(tmp_path, "config", "get", "nosuchkey", "--stack", "dev")
+    assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+def test_the_stand_in_keeps_a_secret_user(tmp_path: Path) -> None:
+    _stand_in(tmp_path, "config", "set", "--stack", "dev", "--secret", "--path", "users[0]", "admin:pw-1234")
+    shown = json.loads(_stand_in(tmp_path, "config", "get", "users", "--stack", "dev", "--json").stdout)
+    assert shown == {"value": '["admin:pw-1234"]', "objectValue": ["admin:pw-1234"], "secret": True}
+
+
+def test_the_password_of_an_existing_user_never_reaches_the_output(tmp_path: Path) -> None:
+    run_up_dev(tmp_path)
+    state = json.loads((tmp_path / "stack-config.json").read_text())
+    (password_entry,) = state["dev"]["registry-stack:users"][0]
+    result, _ = run_up_dev(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert password_entry.split(":", 1)[1] not in result.stdout + result.stderr
