@@ -101,6 +101,8 @@ class Key:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)  # a component argument from another language arrives as 8443.0
         elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
             number = int(value.strip())
             if str(number) != value.strip():  # "007", "+5": not how a number is written
