@@ -9,6 +9,8 @@ registers. A program that builds RegistryStack from args declares what the confi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pulumi
@@ -148,3 +150,12 @@ def test_tls_from_args_makes_a_ca_and_a_leaf_for_its_hostnames():
     acme = harness.declare({}, program=lambda: Tls("tls", {"hostnames": ["a.example"],
                                                          "tlsMode": TlsMode.LETSENCRYPT}) and None)
     assert [r.name for r in acme.resources] == ["tls"]
+
+
+def test_registry_stack_args_are_what_scripts_config_table_prints():
+    # After a change to config_schema.py: `scripts/config-table --args` prints the new fields.
+    printed = subprocess.run([sys.executable, str(harness.ROOT / "scripts" / "config-table"), "--args"],
+                             capture_output=True, text=True, check=True).stdout.rstrip("\n")
+    source = (harness.ROOT / "components" / "args.py").read_text()
+    body = source[source.index("    enableBuild: NotRequired"):source.index("class TlsArgs")].rstrip("\n")
+    assert body == printed
