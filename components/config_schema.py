@@ -101,6 +101,8 @@ class Key:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)  # a component argument from another language arrives as 8443.0
         elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
             number = int(value.strip())
             if str(number) != value.strip():  # "007", "+5": not how a number is written
@@ -182,9 +184,8 @@ KEYS: tuple[Key, ...] = (
     _array("mirrorHosts", [],
            'Docker hosts the DaemonMirror points at the cache (enableCache only), each "local" or '
            '"ssh://user@host[:port]?hostKey=<the host\'s public key, ssh-ed25519 AAAA...>" with optional flags '
-           "&docker=false&containerd=true&podman=true&etcHosts=true|<ip>&sudo=true; "
-           "an ssh host without hostKey is refused "
-           'unless it opts out with insecureIgnoreHostKey=true (README "Host keys"); the hosts need python3.'),
+           "&docker=false&containerd=true&podman=true&etcHosts=true|<ip>&sudo=true; an ssh host without hostKey is "
+           'refused unless it opts out with insecureIgnoreHostKey=true (README "Host keys"); the hosts need python3.'),
     Key("mirrorSshPrivateKey", "string", "",
         "SSH private key (PEM or OpenSSH, no passphrase) for every ssh:// entry of mirrorHosts.", secret=True,
         example="< ~/.ssh/id_ed25519"),

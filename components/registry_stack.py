@@ -8,9 +8,11 @@ The two switches (`enableBuild`, `enableCache`) pick what exists:
 | on    | off   | build, front                                          |
 | off   | on    | a cache + standby per upstream, front                  |
 | off   | off   | none (logged, not an error)                           |
-"""
 
-from __future__ import annotations
+It takes `RegistryStackArgs` (components/args.py): the stack config's keys under their own
+names, validated before anything is created. No `from __future__ import annotations`: Pulumi's
+component host reads the annotations of `args` and of the outputs at runtime.
+"""
 
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -19,9 +21,11 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import naming, renderers
+from . import client_configs, naming, renderers
+from .args import RegistryStackArgs, TlsArgs, TlsMode
+from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
-from .settings import Settings, Upstream
+from .settings import Settings, Upstream, settings_from_values
 from .tls import Tls
 
 _LabelArgs = TypeVar("_LabelArgs")
@@ -34,12 +38,33 @@ class RegistryStack(pulumi.ComponentResource):
     """Everything one stack runs on its Docker host."""
 
     build_url: pulumi.Output[str]
+    """https URL of the build registry (pushes, basic auth); empty without it."""
     cache_url: pulumi.Output[str]
+    """https URL of the primary cache (Docker Hub's when cached); empty without a cache."""
     unified_url: pulumi.Output[str]
+    """https URL of the unified endpoint; empty unless unifiedEndpoint is set."""
     cache_urls: dict[str, str]
+    """https URL of each upstream's cache, by upstream name."""
     ca_cert_pem: pulumi.Output[str | None]
+    """The private CA clients must trust (self-signed mode); none in the ACME modes."""
+    hostnames: pulumi.Output[list[str]]
+    """The registry names the front serves."""
+    hosts_line: pulumi.Output[str]
+    """An /etc/hosts line mapping the registry names to hostAddress."""
+    daemon_json: pulumi.Output[str]
+    """The daemon.json keys a Docker host needs to use the Docker Hub cache as its mirror."""
+    docker_login: pulumi.Output[str]
+    """The `docker login` command for the build registry's first user."""
+    podman_registries_conf: pulumi.Output[str]
+    """A drop-in for /etc/containers/registries.conf.d/ (podman, CRI-O): every cached upstream mirrored."""
+    k3s_registries_yaml: pulumi.Output[str]
+    """/etc/rancher/k3s/registries.yaml for k3s and RKE2 nodes: every cached upstream mirrored."""
+    buildkitd_toml: pulumi.Output[str]
+    """buildkitd.toml registry sections for BuildKit: every cached upstream mirrored."""
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: RegistryStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Every value is checked before anything registers, the component itself included.
+        settings = settings_from_values(args, pulumi.get_stack())
         super().__init__("registry-stack:index:RegistryStack", name, {}, opts)
         self._name = name
         self._settings = settings
@@ -73,12 +98,29 @@ class RegistryStack(pulumi.ComponentResource):
             self.containers[role] for role in serving if role in self.containers
         )
         self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
+        self.hostnames = pulumi.Output.from_input(list(settings.hostnames))
+        self.hosts_line = pulumi.Output.from_input(renderers.hosts_line(settings))
+        self.daemon_json = pulumi.Output.from_input(renderers.daemon_json_snippet(settings))
+        self.docker_login = pulumi.Output.from_input(renderers.docker_login_command(settings))
+        clients = client_configs.stack_outputs(settings)  # podman/CRI-O, k3s/RKE2, BuildKit
+        self.podman_registries_conf = pulumi.Output.from_input(clients["podmanRegistriesConf"])
+        self.k3s_registries_yaml = pulumi.Output.from_input(clients["k3sRegistriesYaml"])
+        self.buildkitd_toml = pulumi.Output.from_input(clients["buildkitdToml"])
+        # One DaemonMirror per mirrorHosts entry, pointed at the primary cache once it serves.
+        self.daemon_mirrors: list[DaemonMirror] = daemon_mirrors_for(self, settings, name)
         self.register_outputs({
             "buildUrl": self.build_url,
             "cacheUrl": self.cache_url,
             "cacheUrls": self.cache_urls,
             "unifiedUrl": self.unified_url,
             "caCertPem": self.ca_cert_pem,
+            "hostnames": self.hostnames,
+            "hostsLine": self.hosts_line,
+            "daemonJson": self.daemon_json,
+            "dockerLogin": self.docker_login,
+            "podmanRegistriesConf": self.podman_registries_conf,
+            "k3sRegistriesYaml": self.k3s_registries_yaml,
+            "buildkitdToml": self.buildkitd_toml,
         })
 
     # -- structure ------------------------------------------------------------------------
@@ -100,7 +142,7 @@ class RegistryStack(pulumi.ComponentResource):
                 upstream.standby_role, registry_image, network,
                 renderers.registry_config("standby", major), data_of=upstream.role,
             )
-        self.tls = Tls(f"{self._name}-tls", settings, opts=self._child)
+        self.tls = Tls(f"{self._name}-tls", _tls_args(settings), opts=self._child)
         self.containers["front"] = self._front(network)
 
     def _network_name(self) -> pulumi.Input[str]:
@@ -301,6 +343,16 @@ class RegistryStack(pulumi.ComponentResource):
     @staticmethod
     def _label(label: str, value: str, args_type: Callable[..., _LabelArgs]) -> _LabelArgs:
         return args_type(label=label, value=value)
+
+
+def _tls_args(settings: Settings) -> TlsArgs:
+    return TlsArgs(
+        hostnames=list(settings.hostnames),
+        caCommonName=f"registry-stack {settings.stack} CA",
+        tlsMode=TlsMode(settings.tls.mode),
+        certValidityDays=settings.tls.cert_validity_days,
+        certEarlyRenewalDays=settings.tls.cert_early_renewal_days,
+    )
 
 
 def _secret(value: Secret) -> pulumi.Output[str]:

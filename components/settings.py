@@ -15,14 +15,17 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
+
+import pulumi
 
 from . import naming
 from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
 from .mirror_settings import MirrorSettings, read_mirror_settings
 from .secret import Secret
-from .stack_config import check_stack_config, misspelt_namespace_warnings, read_stack_config
+from .stack_config import check_stack_config
 from .upstreams import DOCKER_HUB_URL, Upstream, parse_credentials, parse_upstreams
 
 __all__ = [
@@ -184,19 +187,6 @@ def registry_major_version(image: str) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def read_pulumi_config() -> tuple[dict[str, Any], frozenset[str], str]:
-    """The running program's values of this project's keys, its secret keys and the stack name.
-
-    Warns (pulumi.log.warn) about keys whose namespace looks like a misspelling of this project's.
-    """
-    import pulumi
-
-    config = read_stack_config()
-    for warning in misspelt_namespace_warnings(config.all_keys):
-        pulumi.log.warn(warning)
-    return config.values, config.secret_keys, config.stack
-
-
 def load_settings(raw: Mapping[str, Any], secret_keys: Iterable[str], stack: str) -> Settings:
     """Validate config as the engine hands it to the program (text, arrays as JSON) into Settings."""
     return settings_from_values(check_stack_config(raw, secret_keys), stack)
@@ -247,7 +237,21 @@ class _Values:
         self._values = values
 
     def __call__(self, name: str) -> Any:
-        return key(name).coerce(self._values.get(name))
+        value = self._values.get(name)
+        if _holds_output(value):
+            raise ConfigError(
+                f"{ref(name)} is an Output: RegistryStack checks every setting before it creates anything, "
+                "so it needs the plain value (a secret too: the component keeps passwords and keys secret)"
+            )
+        if isinstance(value, Enum):
+            value = value.value
+        return key(name).coerce(value)
+
+
+def _holds_output(value: Any) -> bool:
+    if isinstance(value, pulumi.Output):
+        return True
+    return isinstance(value, (list, tuple)) and any(isinstance(item, pulumi.Output) for item in value)
 
 
 def _validated_stack_name(stack: str) -> str:

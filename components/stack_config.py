@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from .args import RegistryStackArgs
 from .config_schema import KEYS, KNOWN_KEYS, PROJECT, ConfigError, is_secret, key, ref
 
 
@@ -32,6 +33,19 @@ class StackConfig:
     stack: str
     # Every key the stack has, of any namespace ("docker:host", "registry-stak:domain", ...).
     all_keys: tuple[str, ...] = ()
+
+
+def registry_stack_args(config: StackConfig | None = None) -> RegistryStackArgs:
+    """The running stack's config as RegistryStack's args, after the checks only stack config needs.
+
+    Warns (pulumi.log.warn) about keys whose namespace looks like a misspelling of this project's.
+    """
+    import pulumi
+
+    config = config or read_stack_config()
+    for warning in misspelt_namespace_warnings(config.all_keys):
+        pulumi.log.warn(warning)
+    return cast(RegistryStackArgs, check_stack_config(config.values, config.secret_keys))
 
 
 def read_stack_config() -> StackConfig:

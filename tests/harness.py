@@ -25,7 +25,7 @@ import math
 import re
 import runpy
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -395,6 +395,7 @@ def declare(
     stack: str = "dev",
     preview: bool = False,
     mocks: pulumi.runtime.Mocks | None = None,
+    program: Callable[[], None] | None = None,
 ) -> Declaration:
     """Run __main__.py under mocks with the config the CLI builds from `values`; return what it declared.
 
@@ -402,7 +403,8 @@ def declare(
     entries), `secret_keys` the keys set with --secret. A value the CLI refuses raises CliError.
 
     `mocks` decides the providers' outputs: deterministic fakes by default; the e2e suite
-    passes mocks that create each resource for real.
+    passes mocks that create each resource for real. `program` replaces __main__.py (a
+    program that uses the components through their args).
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -416,10 +418,10 @@ def declare(
     pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     _patch_log(logs)
 
-    def program() -> None:
+    def main() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
-    _sync_await(pulumi.runtime.stack.run_pulumi_func(program))
+    _sync_await(pulumi.runtime.stack.run_pulumi_func(program or main))
     stack_resource = pulumi.runtime.settings.get_root_resource()
     outputs = {key: _resolve(value) for key, value in getattr(stack_resource, "outputs", {}).items()}
     for registration in monitor.registrations:

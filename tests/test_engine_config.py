@@ -14,7 +14,7 @@ import json
 import pulumi
 import pytest
 
-import components.settings
+import components.registry_stack
 from components.config_schema import ConfigError
 from tests import harness
 from tests.harness import CliError, Encrypted, engine_config
@@ -145,7 +145,7 @@ def test_the_language_host_stand_in_shows_a_traceback_for_other_errors(monkeypat
     def broken(values, stack):
         raise KeyError("not a config problem")
 
-    monkeypatch.setattr(components.settings, "settings_from_values", broken)
+    monkeypatch.setattr(components.registry_stack, "settings_from_values", broken)
     run = harness.run_like_language_host({"enableBuild": False})
     assert not run.successful
     assert run.errors[0].startswith("Traceback (most recent call last)")

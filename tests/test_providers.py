@@ -31,11 +31,10 @@ EXPLICIT_PROVIDER_PROGRAM = textwrap.dedent(f"""
     import pulumi_docker as docker
 
     from components.registry_stack import RegistryStack
-    from components.settings import load_settings, read_pulumi_config
+    from components.stack_config import registry_stack_args
 
-    settings = load_settings(*read_pulumi_config())
     remote = docker.Provider("remote-docker", host={REMOTE_HOST!r}, ssh_opts={SSH_OPTS!r})
-    RegistryStack("registry", settings, opts=pulumi.ResourceOptions(providers={{"docker": remote}}))
+    RegistryStack("registry", registry_stack_args(), opts=pulumi.ResourceOptions(providers={{"docker": remote}}))
 """)
 
 SWITCHES = [
