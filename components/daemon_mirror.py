@@ -86,8 +86,9 @@ class DaemonMirrorArgs:
     paths: HostPaths = field(default_factory=HostPaths)
     reload: str = "auto"
     """auto (systemctl reload docker, else SIGHUP to dockerd), none, or pid:<n> (tests)."""
-    wait_for: Sequence[pulumi.Resource] = ()
-    """Resources the host must not be pointed at before they run (the cache and the front)."""
+    wait_for: Sequence[pulumi.Input[pulumi.Resource]] = ()
+    """Resources the host must not be pointed at before they run (the cache and the front), and
+    the stack's passed verification (an Output that fails when the stack does not serve)."""
     machine: dict[str, str] | None = None
     """For `local`: the machine running this program (host script `this_machine`). The host
     script refuses to apply or remove anywhere else (a destroy from another machine)."""
@@ -391,7 +392,11 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
                 ca_cert_pem=ca_cert_pem,
                 ssh_private_key=mirror.ssh_private_key,
                 paths=HostPaths(daemon_json=mirror.daemon_json_path),
-                wait_for=stack.primary_cache_resources,
+                # Only a stack that passed its verification is a mirror worth pointing hosts at.
+                wait_for=(
+                    *stack.primary_cache_resources,
+                    *([stack.verification.passed] if stack.verification else []),
+                ),
                 machine=this_machine() if host.is_local else None,
             ),
             opts=pulumi.ResourceOptions(parent=stack),

@@ -27,6 +27,7 @@ from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
 from .settings import Settings, Upstream, settings_from_values
 from .tls import Tls
+from .verification import Verification
 
 _LabelArgs = TypeVar("_LabelArgs")
 
@@ -72,6 +73,7 @@ class RegistryStack(pulumi.ComponentResource):
         self.containers: dict[str, docker.Container] = {}
         self._volumes: dict[str, docker.ContainerVolumeArgs] = {}
         self.tls: Tls | None = None
+        self.verification: Verification | None = None
 
         if not settings.any_registry:
             pulumi.log.info(
@@ -135,7 +137,13 @@ class RegistryStack(pulumi.ComponentResource):
             self.containers["build"] = self._registry("build", registry_image, network, build_config)
         for upstream in settings.caches:
             config = self._cache_config(upstream, major)
-            self.containers[upstream.role] = self._registry(upstream.role, registry_image, network, config)
+            # No health wait for a cache: it cannot start while its upstream is unreachable, and
+            # a missed wait would fail the update before the front exists, then pass the next
+            # one (see components/verification.py). Its restart policy brings it up once the
+            # upstream answers; the verification fails every `pulumi up` until then.
+            self.containers[upstream.role] = self._registry(
+                upstream.role, registry_image, network, config, wait=False
+            )
             # Serves what the cache holds, read-only, while the cache itself cannot start
             # (distribution 2.8 in proxy mode exits when its upstream is unreachable).
             self.containers[upstream.standby_role] = self._registry(
@@ -144,6 +152,15 @@ class RegistryStack(pulumi.ComponentResource):
             )
         self.tls = Tls(f"{self._name}-tls", _tls_args(settings), opts=self._child)
         self.containers["front"] = self._front(network)
+        self.verification = Verification(
+            self._name, settings, registry_image, network,
+            labels=[
+                self._label(LABEL_STACK, settings.stack, docker.ContainerLabelArgs),
+                self._label(LABEL_ROLE, "verify", docker.ContainerLabelArgs),
+            ],
+            after=list(self.containers.values()),
+            parent=self,
+        )
 
     def _network_name(self) -> pulumi.Input[str]:
         settings = self._settings
@@ -209,11 +226,13 @@ class RegistryStack(pulumi.ComponentResource):
         network: pulumi.Input[str],
         config: pulumi.Input[str],
         data_of: str = "",
+        wait: bool = True,
     ) -> docker.Container:
         settings = self._settings
         major = settings.registry_major_version
         return self._container(
             role,
+            wait=wait,
             image=image,
             network=network,
             aliases=[settings.names.container(role)],
@@ -307,6 +326,7 @@ class RegistryStack(pulumi.ComponentResource):
         ports: list[docker.ContainerPortArgs] | None = None,
         depends_on: Sequence[pulumi.Resource] | None = None,
         envs: list[str] | None = None,
+        wait: bool = True,
     ) -> docker.Container:
         settings = self._settings
         name = settings.names.container(role)
@@ -317,8 +337,8 @@ class RegistryStack(pulumi.ComponentResource):
             image=image.image_id,
             restart="unless-stopped",
             must_run=True,
-            wait=True,
-            wait_timeout=120,
+            wait=wait,
+            wait_timeout=120 if wait else None,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network, aliases=aliases)],
             uploads=uploads,
             volumes=volumes,

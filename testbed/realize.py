@@ -51,6 +51,8 @@ class Realized:
     volumes: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
     created: list[tuple[str, str]] = field(default_factory=list)
+    # Run-to-completion containers (attach): name -> (exit code, output) of their last run.
+    runs: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def teardown(self, keep_volumes: bool = False) -> None:
         for kind, name in reversed(self.created):
@@ -80,10 +82,16 @@ class RealizingMocks(pulumi.runtime.Mocks):
         on_network: Callable[[str], None] | None = None,
         before_container: Callable[[str, dict[str, Any]], None] | None = None,
         update: bool = False,
+        after_start: Callable[[str, Any], None] | None = None,
+        wait_timeout_cap: float | None = None,
     ) -> None:
         """`update=True` plays a `pulumi up` over an existing deployment: networks and
-        volumes that exist are kept, containers are replaced (deleted before created)."""
+        volumes that exist are kept, containers are replaced (deleted before created).
+        `after_start(name, container)` runs right after a container starts (a test may make
+        it miss its health wait); `wait_timeout_cap` shortens the declared wait_timeout."""
         self.update = update
+        self.after_start = after_start
+        self.wait_timeout_cap = wait_timeout_cap
         self.client = client
         self.realized = Realized(client)
         self.on_network = on_network
@@ -202,6 +210,7 @@ class RealizingMocks(pulumi.runtime.Mocks):
             {
                 "name", "hostname", "image", "restart", "mustRun", "wait", "waitTimeout", "networksAdvanced",
                 "uploads", "volumes", "healthcheck", "command", "ports", "labels", "envs",
+                "entrypoints", "attach", "logs",
             },
             "Container",
         )
@@ -228,6 +237,8 @@ class RealizingMocks(pulumi.runtime.Mocks):
         }
         if props.get("command"):
             create_kwargs["command"] = props["command"]
+        if props.get("entrypoints"):
+            create_kwargs["entrypoint"] = props["entrypoints"]
         if props.get("envs"):
             # pulumi-docker's `envs` are "KEY=value" strings, as the Docker API's Env list.
             create_kwargs["environment"] = list(props["envs"])
@@ -238,10 +249,16 @@ class RealizingMocks(pulumi.runtime.Mocks):
             self.client.networks.get(extra["name"]).connect(container, aliases=extra.get("aliases", []))
         for upload in props.get("uploads", []):
             _upload(container, upload)
-        if props.get("mustRun", True):
-            container.start()
+        # kreuzwerker starts every container (`start` defaults to true); `must_run` only
+        # decides what its Read accepts afterwards.
+        container.start()
+        if self.after_start:
+            self.after_start(props["name"], container)
+        if props.get("attach"):
+            return container.id, {**props, **_run_to_completion(container, self.realized)}
         if props.get("wait"):
-            _wait_healthy(container, float(props.get("waitTimeout", 60)))
+            timeout = float(props.get("waitTimeout", 60))
+            _wait_healthy(container, min(timeout, self.wait_timeout_cap) if self.wait_timeout_cap else timeout)
         self.realized.containers[props["name"]] = container
         return container.id, props
 
@@ -380,6 +397,15 @@ def _upload(container: Any, upload: dict[str, Any]) -> None:
     container.put_archive("/", buffer.getvalue())
 
 
+class MissedWaitError(AssertionError):
+    """The container did not become healthy within wait_timeout. As with kreuzwerker's
+    provider, the container exists and has its ID: the engine keeps it as created-with-errors."""
+
+    def __init__(self, container_id: str, message: str) -> None:
+        super().__init__(message)
+        self.container_id = container_id
+
+
 def _wait_healthy(container: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -391,8 +417,139 @@ def _wait_healthy(container: Any, timeout: float) -> None:
             break
         time.sleep(0.5)
     logs = container.logs(tail=40).decode(errors="replace")
-    raise AssertionError(f"container {container.name} did not become healthy ({container.status}):\n{logs}")
+    raise MissedWaitError(
+        container.id,
+        f"container {container.name} ({container.id[:12]}) failed to be in healthy state "
+        f"({container.status}):\n{logs}",
+    )
+
+
+RUN_TO_COMPLETION_SECONDS = 600
+
+
+def _run_to_completion(container: Any, realized: Realized) -> dict[str, Any]:
+    """`attach=True`: kreuzwerker waits for the container to stop (`ContainerWait` with
+    `WaitConditionNotRunning`), keeps its output as `container_logs` (`logs=True`) and its
+    status as `exit_code`; a non-zero status is not an error of the provider."""
+    try:
+        outcome = container.wait(timeout=RUN_TO_COMPLETION_SECONDS)
+    except Exception as error:  # the provider would wait forever: a test must not
+        raise AssertionError(f"{container.name} still runs after {RUN_TO_COMPLETION_SECONDS} s") from error
+    logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    realized.runs[container.name] = (int(outcome["StatusCode"]), logs)
+    return {"exitCode": int(outcome["StatusCode"]), "containerLogs": logs}
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+# -- `pulumi up` after `pulumi up`: the engine's state between runs --------------------------
+
+
+@dataclass
+class ResourceState:
+    """What the engine keeps of one resource: its ID, inputs and outputs, and the init errors
+    of a resource created with errors."""
+
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    init_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EngineState:
+    """The state of one stack across played `pulumi up`s, and the steps the last one took."""
+
+    resources: dict[tuple[str, str], ResourceState] = field(default_factory=dict)
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def step_of(self, name: str) -> str | None:
+        return next((step for step, resource in self.steps if resource == name), None)
+
+    def named(self, name: str) -> ResourceState | None:
+        return next((state for (_, resource), state in self.resources.items() if resource == name), None)
+
+
+class StatefulMocks(RealizingMocks):
+    """Plays one `pulumi up` against the state the earlier ones left, as the engine does:
+
+    - no earlier state: create. A container that misses its health `wait` has been created
+      and has its ID (kreuzwerker `resourceDockerContainerCreate` sets the ID before it
+      waits), so the engine saves it as created-with-errors (a partial failure: inputs, ID
+      and `initErrors`), and the update fails.
+    - same inputs: nothing runs, the old outputs stand; but a resource with init errors
+      gets an *empty update* (pulumi/pulumi `pkg/resource/deploy/step_generator.go`,
+      `continueStepsFromDiff`: "If resource was unchanged, but there were initialization
+      errors, generate an empty update step"; pulumi/pulumi#21458). kreuzwerker's
+      `resourceDockerContainerUpdate` only changes the restart policy and resource limits
+      and never waits: the update succeeds and the init errors are gone, healthy or not.
+      (`applyReplaceOnChanges` would replace it instead when its replaceOnChanges held
+      `*` or `#initerror`; the program's containers list only `healthcheck`.)
+    - other inputs: a container is replaced, the old one deleted first (delete_before_replace,
+      as the program declares for every container). Other types do not change between the
+      runs these tests play; a change there raises.
+    """
+
+    def __init__(self, client: docker.DockerClient, state: EngineState, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.state = state
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        if is_component(args.typ):
+            return super().new_resource(args)
+        key, props = (args.typ, args.name), unwrap(args.inputs)
+        previous = self.state.resources.get(key)
+        if previous is not None and previous.inputs == props:
+            self.state.steps.append(("update" if previous.init_errors else "same", args.name))
+            previous.init_errors = []
+            return previous.id, previous.outputs
+        step = "create"
+        if previous is not None:
+            if args.typ != "docker:index/container:Container":
+                error = UnhandledPropertyError(f"{args.name}: the stand-in replaces containers only")
+                self.errors.append(error)
+                raise error
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(previous.inputs["name"]).remove(force=True)
+            step = "replace"
+        try:
+            resource_id, outputs = super().new_resource(args)
+        except MissedWaitError as missed:
+            self.state.resources[key] = ResourceState(missed.container_id, props, props, [str(missed)])
+            self.state.steps.append(("create-failed", args.name))
+            raise
+        self.state.resources[key] = ResourceState(resource_id, props, outputs)
+        self.state.steps.append((step, args.name))
+        return resource_id, outputs
+
+
+def play_up(
+    client: docker.DockerClient,
+    state: EngineState,
+    values: dict[str, Any],
+    secret_keys: tuple[str, ...],
+    stack: str,
+    **mock_options: Any,
+) -> tuple[Any, BaseException | None, StatefulMocks]:
+    """One `pulumi up` against `state`: (declaration or None, the error it ended with, mocks).
+
+    A `pulumi up` runs the program in a new process, so the verification gets a new run id
+    (components/verification.py RUN_ID) here too. Nothing is torn down on failure: what
+    was created stays, as it does for real.
+    """
+    import uuid
+
+    from components import verification
+    from tests.harness import declare
+
+    verification.RUN_ID = uuid.uuid4().hex
+    state.steps = []
+    mocks = StatefulMocks(client, state, **mock_options)
+    try:
+        declaration = declare(values, secret_keys=secret_keys, stack=stack, mocks=mocks)
+    except BaseException as error:
+        # A provider's error first (it is what the engine reports), else the program's own.
+        return None, (mocks.errors[0] if mocks.errors else error), mocks
+    return declaration, (mocks.errors[0] if mocks.errors else None), mocks

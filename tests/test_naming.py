@@ -88,7 +88,8 @@ def test_every_docker_object_is_named_by_naming() -> None:
     names = Names("stage", "stage.internal.network")
     roles = ["build", "cache", "cache-standby", "ghcr-cache", "ghcr-cache-standby", "front"]
     containers = {r.plain_inputs["name"]: r.plain_inputs for r in declaration.of_type(CONTAINER)}
-    assert set(containers) == {names.container(role) for role in roles}
+    # ...and the run-to-completion verification (components/verification.py).
+    assert set(containers) == {names.container(role) for role in [*roles, "verify"]}
     for role in roles:
         inputs = containers[names.container(role)]
         assert inputs["hostname"] == names.container(role)
@@ -116,8 +117,9 @@ def test_cache_url_and_daemon_mirror_use_the_same_primary_cache() -> None:
     assert json.loads(declaration.outputs["daemonJson"]) == {"registry-mirrors": [hub_url]}
     (mirror,) = declaration.outputs["daemonMirrors"].values()
     assert mirror["configured"]["registryMirror"] == hub_url
-    # The host is pointed at the cache only after Docker Hub's cache and the front run.
+    # The host is pointed at the cache only after Docker Hub's cache and the front run, and
+    # the stack's verification passed.
     (command,) = declaration.of_type(COMMAND)
     urns = command.options["dependencies"]
     containers = {urn.rsplit("::", 1)[-1] for urn in urns if "docker:index/container:Container" in urn}
-    assert containers == {"registry-cache", "registry-front"}
+    assert containers == {"registry-cache", "registry-front", "registry-verify"}
