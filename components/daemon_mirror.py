@@ -53,6 +53,7 @@ class HostPaths:
     daemon_json: str = DEFAULT_DAEMON_JSON_PATH
     docker_certs_d: str = "/etc/docker/certs.d"
     containerd_certs_d: str = "/etc/containerd/certs.d"
+    containerd_config: str = "/etc/containerd/config.toml"
     # podman, CRI-O, buildah, skopeo (containers-registries.conf.d(5), containers-certs.d(5))
     containers_registries_d: str = "/etc/containers/registries.conf.d"
     containers_certs_d: str = "/etc/containers/certs.d"
@@ -217,6 +218,10 @@ def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[st
         "reload": args.reload,
         "daemon_json": {"path": paths.daemon_json, "mirror": args.cache_url} if host.docker else None,
         "docker_store": docker_store_args(args, ca_cert_pem) if host.docker else None,
+        # containerd reads hosts.toml only with config_path set (2.1's default is ''): the host sets it.
+        "containerd_config": (
+            {"path": paths.containerd_config, "certs_d": paths.containerd_certs_d} if host.containerd else None
+        ),
         "files": files,
         "etc_hosts": (
             {"path": paths.etc_hosts, "line": etc_hosts_line(host.etc_hosts_address, args.hostnames)}

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -771,3 +772,104 @@ def test_an_existing_hosts_toml_gets_its_bytes_back(host: Host, tmp_path: Path) 
     assert GHCR_CACHE in theirs.read_text()
     ok("remove", store_args(host, docker_cli=cli))
     assert theirs.read_text() == 'server = "https://ghcr.io"\n'
+
+
+# ---------------------------------------------------------------------------------------
+# containerd's config.toml: config_path (containerd 2.1's default '' reads no hosts.toml)
+# ---------------------------------------------------------------------------------------
+
+# /etc/containerd/config.toml as Debian's containerd 2.1.9 package ships it.
+DEBIAN_CONTAINERD_CONFIG = """version = 2
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+"""
+
+
+def containerd_args(host: Host) -> dict[str, Any]:
+    args = host.args(docker=False, containerd=True, ca=None)
+    config = str(host.root / "etc/containerd/config.toml")
+    args["containerd_config"] = {"path": config, "certs_d": str(host.containerd_d)}
+    return args
+
+
+def containerd_config(host: Host) -> Path:
+    path = host.root / "etc/containerd/config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_config_path_is_added_to_debians_containerd_config_and_taken_back(host: Host) -> None:
+    config = containerd_config(host)
+    config.write_text(DEBIAN_CONTAINERD_CONFIG)
+    report = ok("apply", containerd_args(host))
+    parsed = tomllib.loads(config.read_text())
+    assert parsed["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["config_path"] == str(host.containerd_d)
+    assert parsed["plugins"]["io.containerd.grpc.v1.cri"]["cni"]["bin_dir"] == "/usr/lib/cni", "the rest stays"
+    assert "restart it to read config_path" in report["containerd"], "reload=none: not restarted, and it says so"
+    assert ok("apply", containerd_args(host))["changed"] == []
+    ok("remove", containerd_args(host))
+    assert config.read_text() == DEBIAN_CONTAINERD_CONFIG
+
+
+def test_an_empty_config_path_of_a_version_3_config_is_filled_in_place(host: Host) -> None:
+    config = containerd_config(host)
+    original = (
+        "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = ''\n"
+        "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 3\n  config_path = ''\n"
+    )
+    config.write_text(original)
+    ok("apply", containerd_args(host))
+    parsed = tomllib.loads(config.read_text())["plugins"]
+    assert parsed["io.containerd.cri.v1.images"]["registry"] == {"config_path": str(host.containerd_d)}
+    assert parsed["io.containerd.transfer.v1.local"] == {"max_concurrent_downloads": 3, "config_path": ""}
+    ok("remove", containerd_args(host))
+    assert config.read_text() == original
+
+
+def test_a_config_path_already_including_the_folder_is_left_alone(host: Host) -> None:
+    config = containerd_config(host)
+    original = (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        f'  config_path = "{host.containerd_d}:/etc/docker/certs.d"\n'
+    )
+    config.write_text(original)
+    report = ok("apply", containerd_args(host))
+    assert config.read_text() == original
+    assert str(config) not in report["changed"] and "containerd" not in report
+
+
+def test_another_config_path_is_not_overridden_and_the_report_says_so(host: Host) -> None:
+    config = containerd_config(host)
+    config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/srv/certs"\n')
+    report = ok("apply", containerd_args(host))
+    assert 'config_path = "/srv/certs"' in config.read_text()
+    assert any("/srv/certs" in note and "left as it is" in note for note in report["notes"])
+
+
+def test_inline_registry_mirrors_are_refused_before_anything_changes(host: Host) -> None:
+    config = containerd_config(host)
+    config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+                      '  endpoint = ["https://mirror.example"]\n')
+    before = host.snapshot()
+    result = run("apply", containerd_args(host))
+    assert result.returncode == 1 and "move them to hosts.toml" in result.stderr
+    assert host.snapshot() == before
+
+
+@pytest.mark.parametrize("content", [None, "version = 1\n"])
+def test_a_missing_config_is_created_and_an_old_one_refused(host: Host, content: str | None) -> None:
+    config = containerd_config(host)
+    if content is None:
+        ok("apply", containerd_args(host))
+        assert tomllib.loads(config.read_text())["version"] == 2
+        ok("remove", containerd_args(host))
+        assert not config.exists()
+    else:
+        config.write_text(content)
+        result = run("apply", containerd_args(host))
+        assert result.returncode == 1 and "containerd config migrate" in result.stderr

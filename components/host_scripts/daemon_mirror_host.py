@@ -14,6 +14,12 @@ manage; every path is a parameter, so the tests run this script against temporar
 - `files`: [{"path", "content"}]: files that belong to us (the cache's CA, containerd's
   hosts.toml). A file someone else changed after us is left alone on remove.
 - `etc_hosts`: {"path", "line"}: one line, marked with a comment, for hosts without DNS.
+- `containerd_config`: {"path", "certs_d"}: containerd's config.toml gets `config_path =
+  "<certs_d>"` for its CRI plugin (what kubelet and crictl pull with) when it has none:
+  containerd 2.1's default is '', and then CRI pulls read no hosts.toml at all (`ctr
+  --hosts-dir` and nerdctl read the folder themselves). A config.toml change is read at start only, so containerd
+  is restarted (systemctl, "auto" mode; running containers keep running), else the report
+  says to restart it. Removal restores the original bytes and restarts it again.
 - `docker_store`: files that only some dockerd image stores read, installed when this
   host's dockerd uses one (see `detect_docker`, asked on every apply):
   `containerd_store_files` (the mirror's CA in certs.d/docker.io/, whose TLS settings moby
@@ -108,6 +114,12 @@ class Args:
             for f in raw.get("files") or []
         ]
         self.docker_store = _docker_store_arg(raw.get("docker_store"))
+        self.containerd_config: dict | None = None
+        if raw.get("containerd_config"):
+            self.containerd_config = {
+                "path": _absolute(_require_str(raw["containerd_config"], "path"), "containerd_config.path"),
+                "certs_d": _absolute(_require_str(raw["containerd_config"], "certs_d"), "containerd_config.certs_d"),
+            }
         self.etc_hosts: dict | None = None
         if raw.get("etc_hosts"):
             line = _require_str(raw["etc_hosts"], "line").strip()
@@ -141,6 +153,11 @@ class Args:
             }
         for entry in self.files + docker_store_files(self.docker_store, docker):
             items["file:" + entry["path"]] = {"kind": "file", "path": entry["path"], "content": entry["content"]}
+        if self.containerd_config:
+            items["containerd_config:" + self.containerd_config["path"]] = {
+                "kind": "containerd_config", "path": self.containerd_config["path"],
+                "certs_d": self.containerd_config["certs_d"],
+            }
         if self.etc_hosts:
             items["hosts:" + self.etc_hosts["path"]] = {
                 "kind": "hosts", "path": self.etc_hosts["path"], "line": self.etc_hosts["line"],
@@ -454,6 +471,154 @@ def new_record(spec: dict, current: bytes | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
+# containerd's config.toml: config_path, so that containerd itself reads the hosts.toml files
+# ---------------------------------------------------------------------------------------
+
+# The tables that hold config_path, by config version (containerd 1.7 reads version 2;
+# 2.x reads 3 and migrates 2, so a new file is written as version 2).
+CONTAINERD_TABLES = {
+    2: ('plugins."io.containerd.grpc.v1.cri".registry',),
+    3: ('plugins."io.containerd.cri.v1.images".registry',),
+}
+_TABLE_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+_CONFIG_PATH = re.compile(r"^(\s*)config_path\s*=\s*(.*?)\s*(#.*)?$")
+_VERSION = re.compile(r"^\s*version\s*=\s*(\d+)\s*(#.*)?$", re.MULTILINE)
+
+
+def _table_name(header: str) -> str:
+    """`plugins.'io.containerd.cri.v1.images'.registry` and the double-quoted form compare equal."""
+    return re.sub(r"\s+", "", header).replace("'", '"')
+
+
+def _toml_value(raw: str) -> str | None:
+    """The string a `key = "..."` / `'...'` line holds; None for anything else."""
+    match = re.match(r"^(\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*')$", raw)
+    if not match:
+        return None
+    text = match.group(1)
+    return json.loads(text) if text.startswith('"') else text[1:-1]
+
+
+def with_config_path(path: str, current: bytes | None, certs_d: str) -> tuple:
+    """(new config.toml bytes, notes): config_path set to certs_d where it is unset or ''."""
+    text = (current or b"").decode("utf-8")
+    version_match = _VERSION.search(text)
+    version = int(version_match.group(1)) if version_match else (2 if not text.strip() else 1)
+    if version not in CONTAINERD_TABLES:
+        raise HostError(
+            path + " is a version " + str(version) + " containerd config: DaemonMirror sets config_path in "
+            "version 2 or 3 configs only. Nothing was changed: migrate it (containerd config migrate), then run again"
+        )
+    lines = text.splitlines(keepends=True)
+    notes = []
+    for table in CONTAINERD_TABLES[version]:
+        wanted = _table_name(table)
+        inline = [n for n in _table_names(lines) if n and n.startswith((wanted + ".mirrors", wanted + ".configs"))]
+        if version == 2 and inline:
+            raise HostError(
+                path + " still configures registries inline (" + table + ".mirrors/.configs), which containerd "
+                "refuses together with config_path. Nothing was changed: move them to hosts.toml files under "
+                + certs_d + ", then run again"
+            )
+        lines, note = _set_config_path(lines, wanted, table, certs_d)
+        if note:
+            notes.append(path + ": " + note)
+    if not text.strip():
+        lines.insert(0, "version = 2\n")
+    return "".join(lines).encode("utf-8"), notes
+
+
+def _table_names(lines: list) -> list:
+    """The table name of each line that opens a [table] (None for the other lines)."""
+    names = []
+    for line in lines:
+        match = _TABLE_HEADER.match(line)
+        names.append(_table_name(match.group(1)) if match else None)
+    return names
+
+
+def _set_config_path(lines: list, wanted: str, table: str, certs_d: str) -> tuple:
+    names = _table_names(lines)
+    start = names.index(wanted) if wanted in names else None
+    assignment = "config_path = " + json.dumps(certs_d) + "  # DaemonMirror: containerd reads hosts.toml here\n"
+    if start is None:
+        tail = [] if not lines or lines[-1].endswith("\n") else ["\n"]
+        return [*lines, *tail, "\n[" + table + "]\n", "  " + assignment], None
+    opens_table = [names[i] is not None or lines[i].lstrip().startswith("[[") for i in range(len(lines))]
+    end = next((i for i in range(start + 1, len(lines)) if opens_table[i]), len(lines))
+    for index in range(start + 1, end):
+        match = _CONFIG_PATH.match(lines[index].rstrip("\r\n"))
+        if not match:
+            continue
+        value = _toml_value(match.group(2))
+        if value is None:
+            return lines, "config_path of [" + table + "] is not a plain string: left as it is"
+        if certs_d in value.split(":"):
+            return lines, None
+        if value:
+            return lines, ("[" + table + "] config_path is " + json.dumps(value) + ", not " + certs_d
+                           + ": left as it is, so containerd does not read the hosts.toml files written there")
+        return [*lines[:index], match.group(1) + assignment, *lines[index + 1:]], None
+    return [*lines[:start + 1], "  " + assignment, *lines[start + 1:]], None
+
+
+def apply_containerd_config(spec: dict, current: bytes | None, record: dict | None) -> tuple:
+    new, notes = with_config_path(spec["path"], current, spec["certs_d"])
+    if record is None:
+        record = new_record(spec, current)
+    else:
+        record = dict(record, restorable=record["restorable"] and sha256(current) == record["written_sha256"])
+    record["written_sha256"] = sha256(new)
+    record["notes"] = notes
+    return new, record
+
+
+def undo_containerd_config(record: dict, current: bytes | None) -> tuple:
+    if record["restorable"] and sha256(current) == record["written_sha256"]:
+        return decode_bytes(record["original"]), None
+    return current, record["path"] + " was changed after our apply: its config_path was left as it is"
+
+
+def validate_containerd_config(path: str, data: bytes | None) -> str:
+    """`containerd --config <new> config dump`: containerd itself must accept the new bytes."""
+    if data is None or shutil.which("containerd") is None:
+        return "validation: skipped (no containerd binary or no file)"
+    folder = tempfile.mkdtemp(prefix="daemon-mirror-validate.")
+    try:
+        candidate = os.path.join(folder, "config.toml")
+        with open(candidate, "wb") as stream:
+            stream.write(data)
+        result = subprocess.run(["containerd", "--config", candidate, "config", "dump"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if result.returncode != 0:
+        raise HostError("containerd refuses the new " + path + ", so nothing was changed: "
+                        + result.stdout.decode(errors="replace").strip()[-800:])
+    return "validation: containerd config dump accepted " + path
+
+
+def systemd_runs(unit: str) -> bool:
+    if not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
+        return False
+    return subprocess.run(["systemctl", "is-active", "--quiet", unit], timeout=30).returncode == 0
+
+
+def restart_containerd(mode: str) -> str:
+    """containerd reads config.toml at start only. Its containers run on in their shims."""
+    if mode != "auto":
+        return "containerd: not restarted (reload=" + mode + "): restart it to read config_path"
+    if not systemd_runs("containerd"):
+        return ("containerd: not run by systemd here, so not restarted: restart it to read config_path "
+                "(until then CRI pulls ignore the hosts.toml files; ctr --hosts-dir and nerdctl read them anyway)")
+    result = subprocess.run(["systemctl", "restart", "containerd"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=180)
+    if result.returncode != 0:
+        raise HostError("systemctl restart containerd failed: " + result.stdout.decode(errors="replace").strip())
+    return "containerd: restarted (systemctl restart containerd) to read config_path"
+
+
+# ---------------------------------------------------------------------------------------
 # Planning: the new bytes of every file, computed before anything is written
 # ---------------------------------------------------------------------------------------
 
@@ -468,12 +633,17 @@ class Plan:
         self.folders_to_prune: list = []
         self.notes: list = []
         self.daemon_json_paths: list = []
+        self.containerd_config_paths: list = []
         # (mirror, should dockerd list it) once daemon.json changed: checked after the reload
         self.mirror_check: tuple | None = None
 
     @property
     def changed_paths(self) -> list:
         return sorted(path for path, data in self.writes.items() if data != self.before[path])
+
+    @property
+    def containerd_config_changed(self) -> bool:
+        return any(path in self.changed_paths for path in self.containerd_config_paths)
 
     @property
     def daemon_json_changed(self) -> bool:
@@ -499,6 +669,8 @@ def make_plan(args: Args, state_items: dict, desired: dict) -> Plan:
         contents[record["path"]] = new
         if note:
             plan.notes.append(note)
+        if record["kind"] == "containerd_config":
+            plan.containerd_config_paths.append(record["path"])
         if record["kind"] == "daemon_json":
             plan.daemon_json_paths.append(record["path"])
             if record["added_mirror"]:
@@ -512,6 +684,9 @@ def make_plan(args: Args, state_items: dict, desired: dict) -> Plan:
         new, record = _apply(args, spec, current(spec["path"]), record)
         contents[spec["path"]] = new
         plan.records[key] = record
+        if spec["kind"] == "containerd_config":
+            plan.containerd_config_paths.append(spec["path"])
+            plan.notes.extend(record.pop("notes", []))
         if spec["kind"] == "daemon_json":
             plan.daemon_json_paths.append(spec["path"])
             plan.mirror_check = (spec["mirror"], True)
@@ -533,6 +708,8 @@ def _same_spec(record: dict, spec: dict) -> bool:
         return record["mirror"] == spec["mirror"]
     if record["kind"] == "hosts":
         return record.get("line") == spec["line"]
+    if record["kind"] == "containerd_config":
+        return record.get("certs_d") == spec["certs_d"]
     return True  # our own file: new content simply replaces the old
 
 
@@ -543,6 +720,8 @@ def _apply(args: Args, spec: dict, current: bytes | None, record: dict | None) -
         new, record = apply_hosts(spec, current, record, args.hosts_marker)
         record["line"] = spec["line"]
         return new, record
+    if spec["kind"] == "containerd_config":
+        return apply_containerd_config(spec, current, record)
     return apply_file(spec, current, record)
 
 
@@ -551,6 +730,8 @@ def _undo(args: Args, record: dict, current: bytes | None) -> tuple:
         return undo_daemon_json(record, current)
     if record["kind"] == "hosts":
         return undo_hosts(record, current, args.hosts_marker)
+    if record["kind"] == "containerd_config":
+        return undo_containerd_config(record, current)
     return undo_file(record, current)
 
 
@@ -884,7 +1065,7 @@ class Transaction:
 
 def carry_out(args: Args, plan: Plan, state_before: bytes | None, new_state: bytes | None) -> dict:
     """Write the plan (state first), reload dockerd if daemon.json changed, check, or roll back."""
-    report = {"changed": plan.changed_paths, "notes": list(plan.notes), "reload": "reload: not needed"}
+    report: dict = {"changed": plan.changed_paths, "notes": list(plan.notes), "reload": "reload: not needed"}
     if not plan.changed_paths and new_state == state_before:
         return report
     transaction = Transaction()
@@ -906,11 +1087,17 @@ def carry_out(args: Args, plan: Plan, state_before: bytes | None, new_state: byt
             time.sleep(args.settle_seconds)
         for path, interim in sorted(plan.interim.items()):
             transaction.write(path, plan.writes[path], interim)
+        if plan.containerd_config_changed:
+            report["containerd"] = restart_containerd(args.reload)
+            report["notes"].append(report["containerd"])
     except BaseException as error:
         problems = transaction.rollback()
         if daemon_reloaded:
             with contextlib.suppress(Exception):
                 reload_docker(args.reload)
+        if plan.containerd_config_changed:
+            with contextlib.suppress(Exception):
+                restart_containerd(args.reload)
         message = _describe(error) + ". Every change of this run was rolled back"
         if problems:
             message += " except: " + "; ".join(problems)
@@ -1110,6 +1297,9 @@ def run(action: str, args: Args) -> dict:
                 if args.reload == "auto":
                     reject_mirror_flag(dockerd_pids())
                 plan.notes.append(validate_daemon_json(args.dockerd, args.daemon_json["path"], new))
+        if args.containerd_config and action == "apply" and args.containerd_config["path"] in plan.changed_paths:
+            path = args.containerd_config["path"]
+            plan.notes.append(validate_containerd_config(path, plan.writes[path]))
         new_state = render_state(args, plan.records, machine)
         report = carry_out(args, plan, state_raw, new_state)
     if action == "remove":

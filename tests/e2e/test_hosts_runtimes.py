@@ -3,8 +3,9 @@ its native configuration, and proven by a pull under the upstream's real name wi
 upstream unreachable:
 
 - containerd (`?docker=false&containerd=true`): /etc/containerd/certs.d/<registry>/hosts.toml
-  per cached upstream, read on every pull (no restart); `ctr images pull --hosts-dir` uses
-  them as containerd's CRI plugin does once its `config_path` points there;
+  per cached upstream, read on every pull (no restart) by `ctr images pull --hosts-dir`;
+  containerd's CRI plugin reads them only once config.toml's `config_path` points there
+  (Debian's containerd 2.1 has ''), which DaemonMirror sets and containerd reads at start;
 - podman (`?docker=false&podman=true`): a drop-in in /etc/containers/registries.conf.d/
   with `[[registry]]` + `[[registry.mirror]]` per upstream and the CA in
   /etc/containers/certs.d/<cache>/, read on every podman command.
@@ -53,6 +54,8 @@ def listing(host: Host, *folders: str) -> str:
 def test_containerd_pulls_every_upstream_through_its_cache_by_hosts_toml(hosts_stack: HostStack) -> None:
     stack, host = hosts_stack, hosts_stack.host("containerd2")
     hub, ghcr = seeded_pair(stack, "ctr")
+    config = "/etc/containerd/config.toml"
+    original_config = host.read(config)
     containerd = host.pid_of("containerd")
 
     def ctr_pull(reference: str):
@@ -65,12 +68,23 @@ def test_containerd_pulls_every_upstream_through_its_cache_by_hosts_toml(hosts_s
     toml = host.read("/etc/containerd/certs.d/ghcr.io/hosts.toml").decode()
     assert f'[host."https://{stack.cache_address("ghcr")}"]' in toml
 
+    # hosts.toml is read on every pull: ctr --hosts-dir uses the files at once, no restart.
     for reference, role, repository in both_upstreams(hub, ghcr):
         pulled = ctr_pull(reference)
         assert pulled.returncode == 0, f"{reference}: {pulled.stdout}{pulled.stderr}"
         assert manifest_requested(stack.cache_log(role), repository)
+    assert host.pid_of("containerd") == containerd
+
+    # containerd's CRI plugin (kubelet, crictl) reads them only with config_path, which
+    # Debian's containerd 2.1 leaves '': DaemonMirror sets it; containerd reads it at start.
+    # No CRI client is packaged here to pull with: the effective config is what is checked.
+    dump = host.sh("containerd config dump").stdout
+    registry = dump.split("[plugins.'io.containerd.cri.v1.images'.registry]", 1)[1].split("[", 1)[0]
+    assert "config_path = '/etc/containerd/certs.d'" in registry, registry
+    assert "restart it to read config_path" in applied["containerd"]
 
     report_of(stack.run("containerd2", "remove"))
+    assert host.read(config) == original_config
     assert listing(host, "/etc/containerd/certs.d", "/var/lib/registry-stack") == ""
     assert host.pid_of("containerd") == containerd, "hosts.toml needs no restart, nor does its removal"
     other = f"library/{unique_repository('ctr-after')}"
