@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def run_up_dev(tmp_path: Path, script: Path = UP_DEV) -> tuple[subprocess.Comple
         "HOME": str(tmp_path / "home"),
         "FAKE_LOG": str(log),
         "FAKE_STATE": str(tmp_path / "stack-config.json"),
+        # scripts/check-stack-files runs in this Python (it has PyYAML and the pulumi SDK).
+        "REGISTRY_STACK_PYTHON": sys.executable,
     })
     result = subprocess.run([str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -224,3 +227,21 @@ def test_the_password_of_an_existing_user_never_reaches_the_output(tmp_path: Pat
     result, _ = run_up_dev(tmp_path)
     assert result.returncode == 0, result.stderr
     assert password_entry.split(":", 1)[1] not in result.stdout + result.stderr
+
+
+def test_a_plain_user_in_the_dev_stack_file_stops_before_pulumi_up(tmp_path: Path) -> None:
+    """scripts/check-stack-files runs before `pulumi up`: a copy of the project with a dev stack
+    file holding one encrypted and one plain user."""
+    project = tmp_path / "project"
+    for part in ("scripts", "tools", "components"):
+        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "Pulumi.yaml", project)
+    (project / "Pulumi.dev.yaml").write_text(
+        "config:\n  registry-stack:users:\n    - secure: v1:abc:def\n    - bob:plain-password-1\n"
+    )
+    result, calls = run_up_dev(tmp_path, script=project / "scripts" / "up-dev")
+    assert result.returncode != 0
+    assert "Pulumi.dev.yaml: entry 1 of registry-stack:users is plain text" in result.stderr
+    assert "pulumi config set --stack dev --secret --path 'registry-stack:users[1]'" in result.stderr
+    assert "plain-password-1" not in result.stdout + result.stderr
+    assert not any(call["argv"][:1] == ["up"] for call in calls)

@@ -136,3 +136,13 @@ def test_every_secret_and_variable_the_workflow_reads_is_documented() -> None:
     documented = CI_DOC.read_text()
     missing = sorted(name for name in names if f"`{name}`" not in documented)
     assert missing == [], f"docs/ci.md does not list {missing}"
+
+
+@pytest.mark.parametrize("job_name", ["preview", "up-dev"])
+def test_the_stack_files_are_checked_before_pulumi(job_name: str) -> None:
+    job = workflow()["jobs"][job_name]
+    index, _ = pulumi_step(job)
+    runs = [str(s.get("run", "")) for s in steps_of(job)]
+    (check,) = [i for i, run in enumerate(runs) if "scripts/check-stack-files" in run]
+    install = next(i for i, run in enumerate(runs) if "pip install -r requirements.txt" in run)
+    assert install < check < index
