@@ -239,6 +239,7 @@ class HostNetwork:
 
 @contextlib.contextmanager
 def host_network_for(client: docker.DockerClient, stack: str) -> Iterator[HostNetwork]:
+    host_bed_module.remove_leftover_hosts(client, {E2E_STACK_LABEL: stack})
     remove_leftovers(client, stack)
     name = f"registry-stack-{stack}"
     network = client.networks.create(name, driver="bridge", labels={E2E_STACK_LABEL: stack})

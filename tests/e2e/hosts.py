@@ -257,6 +257,15 @@ class HostBed:
         self.hosts.clear()
 
 
+def remove_leftover_hosts(client: docker.DockerClient, labels: dict[str, str]) -> None:
+    """Hosts an interrupted run left behind, with their engine volumes (anonymous: they would
+    outlive a plain `docker rm`)."""
+    filters = {"label": [HOST_LABEL, *(f"{key}={value}" for key, value in labels.items())]}
+    for container in client.containers.list(all=True, filters=filters):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True, v=True)
+
+
 def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
