@@ -1,7 +1,7 @@
 """The component package: RegistryStack, Tls and DaemonMirror for Pulumi programs in any language.
 
 `pulumi package add <this repository>` finds PulumiPlugin.yaml (`runtime: python`), installs
-requirements.txt into `venv` and starts the repository as a plugin. The Python language host
+requirements.txt into `.venv` and starts the repository as a plugin. The Python language host
 runs a plugin folder that has a `__main__.py` as `python <folder> <engine address>`
 (pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go, RunPlugin). That
 `__main__.py` is also this project's Pulumi program, which the language host starts through

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -119,6 +120,8 @@ def test_python_and_the_requirements_come_before_pulumi(job_name: str) -> None:
     venv = runtime["options"]["virtualenv"]
     assert f"python -m venv {venv}" in install
     assert f"{venv}/bin/pip install -r requirements.txt" in install
+    # scripts/check-stack-files picks ./.venv/bin/python by itself: the same virtualenv.
+    assert venv == ".venv"
 
 
 def test_state_backend_and_passphrase_come_from_secrets() -> None:
@@ -143,6 +146,93 @@ def test_the_stack_files_are_checked_before_pulumi(job_name: str) -> None:
     job = workflow()["jobs"][job_name]
     index, _ = pulumi_step(job)
     runs = [str(s.get("run", "")) for s in steps_of(job)]
-    (check,) = [i for i, run in enumerate(runs) if "scripts/check-stack-files" in run]
+    (check,) = [i for i, run in enumerate(runs) if run.strip() == "scripts/check-stack-files"]
     install = next(i for i, run in enumerate(runs) if "pip install -r requirements.txt" in run)
     assert install < check < index
+
+
+def test_pulumi_yaml_and_pulumi_plugin_yaml_share_one_runtime_and_virtualenv() -> None:
+    """One virtualenv for the tests (scripts/test), the program and the plugin: ./.venv."""
+    program = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["runtime"]
+    plugin = yaml.safe_load((ROOT / "PulumiPlugin.yaml").read_text())["runtime"]
+    assert program == plugin
+    assert program["options"]["virtualenv"] == ".venv"
+    assert "python=.venv/bin/python" in (ROOT / "scripts" / "test").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Stacks that are not configured yet are skipped, and the job says why
+# ---------------------------------------------------------------------------------------
+
+
+def configured_step(job: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    (found,) = [(i, s) for i, s in enumerate(steps_of(job)) if s.get("id") == "configured"]
+    return found
+
+
+@pytest.mark.parametrize("job_name", ["preview", "up-dev"])
+def test_pulumi_runs_only_for_a_configured_stack(job_name: str) -> None:
+    job = workflow()["jobs"][job_name]
+    index, step = pulumi_step(job)
+    check_index, check = configured_step(job)
+    assert check_index < index
+    assert step["if"] == "steps.configured.outputs.ready == 'true'"
+    assert check["env"]["STACK"] == step["with"]["stack-name"]
+
+
+def run_configured_step(tmp_path: Path, stack: str, cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, str]:
+    """The step's own shell text, run as the runner runs it (bash -e, GITHUB_OUTPUT a file)."""
+    output = tmp_path / "github_output"
+    output.write_text("")
+    script = configured_step(workflow()["jobs"]["preview"])[1]["run"]
+    env = {**os.environ, "STACK": stack, "GITHUB_OUTPUT": str(output), "REGISTRY_STACK_PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    return result, output.read_text()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_committed_stack_without_users_is_skipped_with_a_notice(tmp_path: Path, stack: str) -> None:
+    result, output = run_configured_step(tmp_path, stack)
+    assert result.returncode == 0, result.stderr
+    assert output == "ready=false\n"
+    notice = f"::notice title=stack {stack} not yet configured::Pulumi.{stack}.yaml: registry-stack:users is missing"
+    assert notice in result.stdout
+    assert f"pulumi config set --stack {stack} --secret --path 'registry-stack:users[0]'" in result.stdout
+
+
+def _project_copy(tmp_path: Path, stack_file: str) -> Path:
+    project = tmp_path / "project"
+    for part in ("scripts", "tools", "components"):
+        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "Pulumi.yaml", project)
+    (project / "Pulumi.stage.yaml").write_text(stack_file)
+    return project
+
+
+def test_a_stack_with_encrypted_users_is_previewed(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path, (
+        "config:\n  registry-stack:tlsMode: letsencrypt-staging\n  registry-stack:acmeEmail: ops@example.com\n"
+        "  registry-stack:users:\n    - secure: v1:abc:def\n"
+    ))
+    result, output = run_configured_step(tmp_path, "stage", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert output == "ready=true\n" and "::notice" not in result.stdout
+
+
+def test_a_letsencrypt_stack_without_acme_email_names_that_key(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path, (
+        "config:\n  registry-stack:tlsMode: letsencrypt\n  registry-stack:users:\n    - secure: v1:abc:def\n"
+    ))
+    result, output = run_configured_step(tmp_path, "stage", cwd=project)
+    assert output == "ready=false\n"
+    assert "registry-stack:acmeEmail is missing" in result.stdout
+    assert "pulumi config set --stack stage registry-stack:acmeEmail" in result.stdout
+
+
+def test_a_broken_stack_file_fails_the_step_instead_of_skipping(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path, "config: [unclosed\n")
+    result, output = run_configured_step(tmp_path, "stage", cwd=project)
+    assert result.returncode != 0
+    assert "ready=" not in output

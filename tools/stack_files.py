@@ -12,6 +12,11 @@ the plain value itself is never shown.
 
 Usage: python -m stack_files [Pulumi.<stack>.yaml ...]  (default: every stack file of the
 project). Exit status 1 when a file holds a plain secret.
+
+`python -m stack_files --configured <stack>` answers whether Pulumi.<stack>.yaml has what a
+preview needs (users where the build registry runs, acmeEmail in the letsencrypt modes): exit 0
+if so, else a GitHub `::notice` naming the missing key and the command that sets it, and exit
+status 3 (NOT_CONFIGURED), so CI can skip that stack's preview and say why.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]  # no stubs in requirements-dev.txt
 
-from components.config_schema import KEYS, PROJECT, Key
+from components.config_schema import BY_NAME, KEYS, PROJECT, ConfigError, Key
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_CONFIGURED = 3
 
 
 @dataclass(frozen=True)
@@ -105,11 +111,67 @@ def plain_secrets_in(file: Path) -> list[PlainSecret]:
     return found
 
 
+@dataclass(frozen=True)
+class MissingKey:
+    """A key the stack needs before a preview can succeed, and the command that sets it."""
+
+    key: Key
+    why: str
+    command: str
+
+
+def _value(config: dict[str, Any], name: str) -> Any:
+    """The typed value of a key as the program would see it: the stack's, else the default."""
+    return BY_NAME[name].coerce(secret_value(config, BY_NAME[name]))
+
+
+def missing_keys(file: Path) -> list[MissingKey]:
+    """What the program would refuse for lack of it. A mistyped value counts as present: the
+    preview then runs and shows the CLI's own message."""
+    config = (yaml.safe_load(file.read_text()) or {}).get("config") or {}
+    stack = stack_name(file)
+    missing: list[MissingKey] = []
+    try:
+        users_key, email_key = BY_NAME["users"], BY_NAME["acmeEmail"]
+        users, enable_build = secret_value(config, users_key), _value(config, "enableBuild")
+        if enable_build and users in (None, [], ""):
+            missing.append(MissingKey(
+                users_key, "enableBuild is true and no users are set",
+                f"pulumi config set --stack {stack} --secret --path '{users_key.ref}[0]' '<name>:<password>'",
+            ))
+        if _value(config, "tlsMode").startswith("letsencrypt") and not _value(config, "acmeEmail"):
+            missing.append(MissingKey(
+                email_key, "the letsencrypt modes need a contact email",
+                f"pulumi config set --stack {stack} {email_key.ref} <you@example.com>",
+            ))
+    except ConfigError:
+        return []
+    return missing
+
+
+def report_configured(stack: str, root: Path = ROOT) -> int:
+    """Exit status for `--configured`: 0, or NOT_CONFIGURED after one notice per missing key."""
+    file = root / f"Pulumi.{stack}.yaml"
+    missing = missing_keys(file)
+    for item in missing:
+        # A GitHub Actions workflow command (stdout): shown as a notice on the run's summary.
+        print(
+            f"::notice title=stack {stack} not yet configured::{file.name}: {item.key.ref} is missing "
+            f"({item.why}), so {stack} is skipped. Set it with: {item.command}"
+        )
+    if missing:
+        return NOT_CONFIGURED
+    print(f"check-stack-files: stack {stack} is configured")
+    return 0
+
+
 def stack_files(root: Path = ROOT) -> list[Path]:
     return sorted(root.glob("Pulumi.*.yaml"))
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--configured"] and len(argv) == 2:
+        return report_configured(argv[1])
     files = [Path(arg) for arg in argv] or stack_files()
     problems = [problem for file in files for problem in plain_secrets_in(file)]
     for problem in problems:
