@@ -39,7 +39,7 @@ import docker
 import pytest
 
 from testbed import images
-from testbed.clients import https
+from testbed.clients import https, wait_until
 from testbed.registry_http import MANIFEST_V2, Endpoint, SyntheticImage, push_image, synthetic_image
 from testbed.stack import RealizedStack, realized_stack
 from testbed.upstreams import StandinUpstream, start_standin_upstream
@@ -189,8 +189,16 @@ def test_host_clients_reach_containers_from_the_stack_networks_gateway(layout: L
     """What a container sees for a request to a port published on 127.0.0.1: the gateway."""
     marker = secrets.token_hex(8)
     urllib.request.urlopen(f"http://{layout.upstream.local_address}/v2/?probe={marker}", timeout=10).read()
-    log = layout.stack.realized.client.containers.get(layout.upstream.name).logs().decode(errors="replace")
-    lines = [line for line in log.splitlines() if marker in line]
+    container = layout.stack.realized.client.containers.get(layout.upstream.name)
+
+    def lines_with_marker() -> list[str]:
+        # The registry writes its log line after the answer: on a loaded machine it can come later.
+        log = container.logs().decode(errors="replace")
+        lines = [line for line in log.splitlines() if marker in line]
+        assert lines, "no log line for the probe yet"
+        return lines
+
+    lines = wait_until(lines_with_marker, timeout=10, what="the upstream's log line of the probe")
     # The registry logs each request twice: a combined-format access line and its own line.
     peers = {match[1] or match[2] for line in lines if (match := PEER_IN_LOG.search(line))}
     assert peers == {layout.gateway}, f"expected only the gateway {layout.gateway}: {lines}"
