@@ -30,8 +30,11 @@ class Tls(pulumi.ComponentResource):
     """
 
     ca_cert_pem: pulumi.Output[str] | None
+    """PEM of the private CA clients must trust (self-signed mode); none in the ACME modes."""
     cert_pem: pulumi.Output[str] | None
+    """PEM of the leaf certificate for the hostnames (self-signed mode)."""
     private_key_pem: pulumi.Output[str] | None
+    """PEM of the leaf certificate's private key, a secret (self-signed mode)."""
 
     def __init__(self, name: str, args: TlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         plan = _validated(args)  # before anything registers
