@@ -201,7 +201,7 @@ def servers() -> Iterator[dict[str, str]]:
         def do_GET(self) -> None:
             behaviour = self.server.behaviour  # type: ignore[attr-defined]
             if behaviour == "hang":
-                time.sleep(30)
+                time.sleep(90)  # far longer than the bound below: waiting for it would show
                 return
             self.send_response(int(behaviour))
             self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
@@ -268,4 +268,6 @@ def test_the_script_fails_naming_each_target_that_does_not_answer(busybox_path: 
 def test_a_hanging_answer_is_given_up_after_the_request_timeout(busybox_path: str, servers: dict[str, str]) -> None:
     result, elapsed = run_script([Target("slow", servers["hang"], (200,), "h")], busybox_path, seconds=2)
     assert result.returncode == 1 and "FAIL slow" in result.stdout
-    assert elapsed < verification.REQUEST_SECONDS + 8, elapsed
+    # Generous slack: a loaded 2-core machine runs busybox slowly; a script that waited for
+    # the answer would take the full 90 s.
+    assert elapsed < verification.REQUEST_SECONDS + 30, elapsed
