@@ -9,6 +9,7 @@ and arguments to one log, which shows the order of the calls.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -129,3 +130,28 @@ def test_the_readme_gives_the_test_command_alone() -> None:
     assert first_block.strip() == "scripts/test"
     assert "REGISTRY_STACK_NO_SETUP=1" in section
     assert os.access(ROOT / "scripts" / "test", os.X_OK) and os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def _reproduced_table() -> list[list[str]]:
+    section = (ROOT / "README.md").read_text().split("### What the tests reproduce", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows[1:]]
+
+
+def test_the_readme_table_of_reproduced_behaviour_names_what_exists() -> None:
+    """Every file the table names as the stand-in exists, and names it gives with a file are in it."""
+    rows = _reproduced_table()
+    assert len(rows) >= 10 and all(len(row) == 3 and row[2] for row in rows)
+    local = ("tests/", "testbed/", "tools/", "components/", "scripts/")
+    for _, reproduced_by, _ in rows:
+        # Cells read "`path` `name`; `path`, ...": each name refers to the path before it.
+        current: Path | None = None
+        for token in re.findall(r"`([^`]+)`", reproduced_by):
+            if token.startswith(local):
+                current = ROOT / token.split(" ")[0]
+                assert current.exists(), f"README names {token}, which does not exist"
+            elif current is not None and current.suffix == ".py" and re.fullmatch(r"[A-Za-z_.]+", token):
+                name = token.rsplit(".", 1)[-1]
+                assert re.search(rf"\b(def|class) {re.escape(name)}\b", current.read_text()), (
+                    f"README names {token} in {current.relative_to(ROOT)}, which does not define it"
+                )

@@ -69,8 +69,10 @@ class PlainSecret:
 
 
 def is_encrypted(value: Any) -> bool:
-    """`{secure: <ciphertext>}` is how the CLI writes an encrypted value or list element."""
-    return isinstance(value, dict) and set(value) == {"secure"}
+    """`{secure: <ciphertext>}` is how the CLI writes an encrypted value or list element
+    (pulumi/pulumi sdk/go/common/resource/config/object.go `isSecureValue`: a one-key map
+    whose `secure` is a string)."""
+    return isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str)
 
 
 def stack_name(file: Path) -> str:
