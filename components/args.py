@@ -122,3 +122,44 @@ class TlsArgs(TypedDict):
     """Validity of the self-signed leaf certificate, in days."""
     certEarlyRenewalDays: NotRequired[pulumi.Input[int]]
     """The self-signed leaf is renewed by the first pulumi up this many days before it expires."""
+
+
+class MirroredCacheArgs(TypedDict):
+    """One cached upstream a Docker host is pointed at."""
+
+    upstreamUrl: pulumi.Input[str]
+    """The registry the cache mirrors, such as https://registry-1.docker.io (Docker Hub) or https://ghcr.io."""
+    cacheUrl: pulumi.Input[str]
+    """The cache's https URL, such as https://docker-cache.dev.internal.network:8443 (RegistryStack's cacheUrls)."""
+
+
+class DaemonMirrorArgs(TypedDict):
+    """One Docker host pointed at a stack's caches (RegistryStack makes one per mirrorHosts entry)."""
+
+    host: pulumi.Input[str]
+    (
+        "The host, as a mirrorHosts entry: \"local\" or \"ssh://user@host[:port]?hostKey=<the host's "
+        "public key, ssh-ed25519 AAAA...>\", with optional flags &docker=false&containerd=true&podman=true"
+        "&etcHosts=true|<ip>&sudo=true; an ssh host without hostKey is refused unless it opts out with "
+        "insecureIgnoreHostKey=true."
+    )
+    caches: pulumi.Input[Sequence[pulumi.Input[MirroredCacheArgs]]]
+    (
+        "The cached upstreams the host pulls through; the first is dockerd's registry mirror (which "
+        "serves Docker Hub names only), containerd and podman get every one."
+    )
+    stackId: NotRequired[pulumi.Input[str]]
+    (
+        "Names this stack's record, podman drop-in and /etc/hosts lines on the host, so several stacks "
+        "can share one; default registry-stack-<stack>."
+    )
+    hostnames: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
+    """The registry names the etcHosts flag maps to the registry host's address (RegistryStack's hostnames)."""
+    hostAddress: NotRequired[pulumi.Input[str]]
+    """The registry host's address that etcHosts=true maps the names to; default 127.0.0.1."""
+    caCertPem: NotRequired[pulumi.Input[str]]
+    """PEM of the CA the host must trust (RegistryStack's caCertPem, self-signed mode); none for public certificates."""
+    sshPrivateKey: NotRequired[pulumi.Input[str]]
+    """(secret) SSH private key (PEM or OpenSSH, no passphrase) for an ssh:// host."""
+    daemonJsonPath: NotRequired[pulumi.Input[str]]
+    """Path of dockerd's config file on the host; default /etc/docker/daemon.json."""

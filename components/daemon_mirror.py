@@ -16,14 +16,21 @@ any other machine.
 Replacement: everything the host gets (args, connection) is a trigger, and the old
 command's `remove` runs before the new `apply` (delete_before_replace): otherwise the old
 remove, run last, would undo the new configuration.
+
+Args: `DaemonMirrorArgs` (components/args.py), plain values a program in any language can
+pass: the host entry in the `mirrorHosts` form, parsed and checked here with the errors
+stack config gets, the cache URLs, the CA, the SSH key. `mirror_plan` checks them all before
+anything registers and turns them into a `MirrorPlan`, which the pure functions below render.
+No `from __future__ import annotations`: Pulumi's component host reads the annotation of
+`args` at runtime (analyzer.py).
 """
 
-from __future__ import annotations
-
+import copy
+import ipaddress
 import json
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +40,10 @@ import pulumi
 import pulumi_command as command
 
 from . import client_configs, naming
-from .config_schema import PROJECT
+from .args import DaemonMirrorArgs, MirroredCacheArgs
+from .config_schema import PROJECT, ConfigError, default
 from .host_scripts.daemon_mirror_host import this_machine
-from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost
+from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost, read_mirror_settings
 from .secret import Secret
 from .settings import DOCKER_HUB_URL, TLS_LETSENCRYPT_STAGING, Settings
 
@@ -63,8 +71,8 @@ class HostPaths:
 
 
 @dataclass(frozen=True)
-class DaemonMirrorArgs:
-    """What one host needs to use the cache."""
+class MirrorPlan:
+    """What one host needs to use the cache: DaemonMirrorArgs, checked and parsed (`mirror_plan`)."""
 
     host: MirrorHost
     """The parsed `mirrorHosts` entry: local or ssh, and its flags."""
@@ -87,9 +95,6 @@ class DaemonMirrorArgs:
     paths: HostPaths = field(default_factory=HostPaths)
     reload: str = "auto"
     """auto (systemctl reload docker, else SIGHUP to dockerd), none, or pid:<n> (tests)."""
-    wait_for: Sequence[pulumi.Input[pulumi.Resource]] = ()
-    """Resources the host must not be pointed at before they run (the cache and the front), and
-    the stack's passed verification (an Output that fails when the stack does not serve)."""
     machine: dict[str, str] | None = None
     """For `local`: the machine running this program (host script `this_machine`). The host
     script refuses to apply or remove anywhere else (a destroy from another machine)."""
@@ -137,7 +142,7 @@ def etc_hosts_line(address: str, hostnames: Sequence[str]) -> str:
     return f"{address} {' '.join(hostnames)}"
 
 
-def _caches(args: DaemonMirrorArgs) -> list[client_configs.CachedRegistry]:
+def _caches(args: MirrorPlan) -> list[client_configs.CachedRegistry]:
     """Every cached upstream this host is pointed at, the primary (dockerd's mirror) first."""
     caches = ((args.upstream_url, args.cache_url, args.cache_address), *args.more_caches)
     return [
@@ -149,7 +154,7 @@ def _caches(args: DaemonMirrorArgs) -> list[client_configs.CachedRegistry]:
     ]
 
 
-def docker_store_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[str, Any]:
+def docker_store_args(args: MirrorPlan, ca_cert_pem: str | None) -> dict[str, Any]:
     """The files only some dockerd image stores read; the host script picks by what it finds.
 
     Measured on Docker 28.5.2 with the containerd image store (tests/e2e/test_hosts_daemon_mirror.py):
@@ -181,7 +186,7 @@ def docker_store_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[s
     return {"containerd_store_files": containerd_store_files, "hosts_toml": hosts_toml}
 
 
-def host_script_args(args: DaemonMirrorArgs, ca_cert_pem: str | None) -> dict[str, Any]:
+def host_script_args(args: MirrorPlan, ca_cert_pem: str | None) -> dict[str, Any]:
     """The JSON the host script gets: every file it manages, with its content."""
     host, paths = args.host, args.paths
     files: list[dict[str, str]] = []
@@ -267,7 +272,7 @@ def parse_report(stdout: str | None) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def check_ssh_host(args: DaemonMirrorArgs) -> None:
+def check_ssh_host(args: MirrorPlan) -> None:
     """An ssh host needs the key to log in with and the host key to verify (or the opt-out)."""
     host = args.host
     if not host.host_key and not host.insecure_ignore_host_key:
@@ -276,7 +281,7 @@ def check_ssh_host(args: DaemonMirrorArgs) -> None:
         raise ValueError(f"{host.label}: an ssh host needs a private key")
 
 
-def ssh_connection(args: DaemonMirrorArgs) -> command.remote.ConnectionArgs:
+def ssh_connection(args: MirrorPlan) -> command.remote.ConnectionArgs:
     """How pulumi-command logs in to an ssh host, with the host key it must present.
 
     `host_key` ("<type> <base64>", checked by components/ssh_host_keys.py) is what
@@ -303,47 +308,170 @@ def resource_suffix(host: MirrorHost) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# The args, checked: DaemonMirrorArgs -> MirrorPlan
+# ---------------------------------------------------------------------------------------
+
+_ARG_NAMES = frozenset(DaemonMirrorArgs.__annotations__)
+_STACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+def _fail(field_name: str, value: Any, fix: str) -> ConfigError:
+    return ConfigError(f"DaemonMirror {field_name}={value!r} is invalid: {fix}")
+
+
+def _plain(args: Mapping[str, Any], field_name: str) -> Any:
+    """A field that must be known before anything registers: the host entry decides which
+    resources exist, the URLs and names are checked here."""
+    value = args.get(field_name)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    nested = [v for item in items if isinstance(item, Mapping) for v in item.values()]
+    if any(isinstance(item, pulumi.Output) for item in (value, *items, *nested)):
+        raise ConfigError(
+            f"DaemonMirror {field_name} is an Output: DaemonMirror checks it before it creates anything, "
+            "so it needs the plain value (only caCertPem and sshPrivateKey may be Outputs)"
+        )
+    return value
+
+
+def _https_url(field_name: str, value: Any, schemes: tuple[str, ...] = ("https",)) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in schemes or not parts.hostname or parts.path not in ("", "/"):
+        raise _fail(field_name, value, f"expected a URL {' or '.join(s + '://host[:port]' for s in schemes)}")
+    return value.rstrip("/")
+
+
+def _caches_of(value: Any) -> tuple[tuple[str, str, str], ...]:
+    """(upstream URL, cache URL, cache host[:port]) per cache; the first is dockerd's mirror."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail("caches", value, "expected a list of {upstreamUrl, cacheUrl}, the first dockerd's mirror")
+    caches = []
+    for index, cache in enumerate(value):
+        if not isinstance(cache, Mapping) or set(cache) != {"upstreamUrl", "cacheUrl"}:
+            raise _fail(f"caches[{index}]", cache, "expected {upstreamUrl, cacheUrl}")
+        upstream = _https_url(f"caches[{index}].upstreamUrl", cache["upstreamUrl"], ("https", "http"))
+        cache_url = _https_url(f"caches[{index}].cacheUrl", cache["cacheUrl"])
+        # host[:port] as /etc/docker/certs.d names a registry's folder (naming.Names.address).
+        caches.append((upstream, cache_url, urlsplit(cache_url).netloc))
+    return tuple(caches)
+
+
+def _hostnames_of(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and _DNS_NAME.match(v) for v in value):
+        raise _fail("hostnames", value, "expected a list of DNS names such as docker-cache.dev.internal.network")
+    return tuple(value)
+
+
+def _stack_id_of(value: Any) -> str:
+    if value is None:
+        return naming.Names(pulumi.get_stack(), "", naming.HTTPS_DEFAULT_PORT).prefix
+    if not isinstance(value, str) or not _STACK_ID.match(value):
+        raise _fail("stackId", value, "expected letters, digits, '.', '_' and '-' (it names files on the host)")
+    return value
+
+
+def _host_address_of(value: Any) -> str:
+    if value is None:
+        return str(default("hostAddress"))
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _fail("hostAddress", value, "expected an IP address such as 10.0.0.5") from None
+
+
+def _ca_cert_of(value: Any) -> pulumi.Input[str | None] | None:
+    if isinstance(value, str) and value and "-----BEGIN CERTIFICATE-----" not in value:
+        raise _fail("caCertPem", value[:40], "expected a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if value is not None and not isinstance(value, (str, pulumi.Output)):
+        raise _fail("caCertPem", value, "expected a PEM certificate")
+    return value or None
+
+
+def mirror_plan(args: Mapping[str, Any]) -> MirrorPlan:
+    """Check DaemonMirrorArgs (stack config's errors for the host entry, the key and the path)
+    and parse them into what the host gets. Raises ConfigError; creates nothing."""
+    unknown = sorted(set(args) - _ARG_NAMES)
+    if unknown:
+        raise ConfigError(f"DaemonMirror: unknown argument {unknown[0]!r}: the arguments are {', '.join(_ARG_NAMES)}")
+    host_address = _host_address_of(_plain(args, "hostAddress"))
+    key = _plain(args, "sshPrivateKey")
+    # The host entry, the key and daemon.json's path are read as the mirrorHosts,
+    # mirrorSshPrivateKey and daemonJsonPath keys are, with the same errors.
+    mirror = read_mirror_settings(
+        [_plain(args, "host")], key or "", _plain(args, "daemonJsonPath") or "", host_address
+    )
+    (host,) = mirror.hosts
+    (primary, *more) = _caches_of(_plain(args, "caches"))
+    return MirrorPlan(
+        host=host,
+        stack_id=_stack_id_of(_plain(args, "stackId")),
+        cache_url=primary[1],
+        cache_address=primary[2],
+        upstream_url=primary[0],
+        more_caches=tuple(more),
+        hostnames=_hostnames_of(_plain(args, "hostnames")),
+        ca_cert_pem=_ca_cert_of(args.get("caCertPem")),
+        ssh_private_key=mirror.ssh_private_key,
+        paths=HostPaths(daemon_json=mirror.daemon_json_path),
+        machine=this_machine() if host.is_local else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # The component
 # ---------------------------------------------------------------------------------------
 
 
 class DaemonMirror(pulumi.ComponentResource):
-    """Points one Docker host at the cache. Outputs: `host`, `configured`, `report`."""
+    """Points one Docker host at a stack's caches, and takes it back on destroy.
+
+    `opts.depends_on` is what the host must not be pointed at before: it goes to the command
+    that changes the host (RegistryStack: the primary cache, the front and the passed verification).
+    """
 
     host: str
+    """The host: `local` or `user@host[:port]`."""
     configured: pulumi.Output[dict[str, Any]]
+    """What the host is configured with: registryMirror, daemonJson, files, etcHostsLine."""
     report: pulumi.Output[dict[str, Any] | None]
+    """The host script's report of its last run (what it found and changed)."""
 
     def __init__(self, name: str, args: DaemonMirrorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("registry-stack:index:DaemonMirror", name, {}, opts)
-        if not args.host.is_local:
-            check_ssh_host(args)  # before anything registers
-        script_args = pulumi.Output.from_input(args.ca_cert_pem).apply(lambda pem: host_script_args(args, pem))
-        create = script_args.apply(lambda values: script_command("apply", values, args.host.sudo))
-        delete = script_args.apply(lambda values: script_command("remove", values, args.host.sudo))
+        plan = mirror_plan(args)  # before anything registers
+        if not plan.host.is_local:
+            check_ssh_host(plan)
+        # The component itself waits for nothing: only the command changes the host.
+        own = copy.copy(opts) if opts is not None else pulumi.ResourceOptions()
+        wait_for, own.depends_on = own.depends_on, None
+        super().__init__("registry-stack:index:DaemonMirror", name, {}, own)
+        script_args = pulumi.Output.from_input(plan.ca_cert_pem).apply(lambda pem: host_script_args(plan, pem))
+        create = script_args.apply(lambda values: script_command("apply", values, plan.host.sudo))
+        delete = script_args.apply(lambda values: script_command("remove", values, plan.host.sudo))
         # wait_for: created after the cache runs; destroyed (host restored) before it goes.
-        options = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=list(args.wait_for))
+        options = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=wait_for)
         common: dict[str, Any] = {
             "create": create,
             "delete": delete,
             "stdin": HOST_SCRIPT.read_text(),
             # Any change of what the host gets (or of how we log in) removes the old, then applies the new.
-            "triggers": [create, args.host.label],
+            "triggers": [create, plan.host.label],
         }
-        if args.host.is_local:
+        if plan.host.is_local:
             self.command: pulumi.CustomResource = command.local.Command(f"{name}-apply", **common, opts=options)
         else:
-            connection = ssh_connection(args)
-            if args.host.insecure_ignore_host_key:
+            connection = ssh_connection(plan)
+            if plan.host.insecure_ignore_host_key:
                 pulumi.log.warn(
-                    f"mirrorHosts entry {args.host.entry!r} sets insecureIgnoreHostKey=true: its host key is not "
-                    f"checked, so any machine answering at {args.host.host}:{args.host.port} receives the CA and "
+                    f"mirrorHosts entry {plan.host.entry!r} sets insecureIgnoreHostKey=true: its host key is not "
+                    f"checked, so any machine answering at {plan.host.host}:{plan.host.port} receives the CA and "
                     "the daemon configuration. Replace the flag with ?hostKey=<its public host key>",
                     resource=self,
                 )
             self.command = command.remote.Command(f"{name}-apply", connection=connection, **common, opts=options)
 
-        self.host = args.host.label
+        self.host = plan.host.label
         self.configured = script_args.apply(configured_summary)
         self.report = self.command.stdout.apply(parse_report)  # type: ignore[attr-defined]
         self.register_outputs({"host": self.host, "configured": self.configured, "report": self.report})
@@ -354,7 +482,7 @@ class DaemonMirror(pulumi.ComponentResource):
 # ---------------------------------------------------------------------------------------
 
 
-def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "registry") -> list[DaemonMirror]:
+def daemon_mirrors_for(stack: "RegistryStack", settings: Settings, name: str = "registry") -> list[DaemonMirror]:
     """A DaemonMirror per configured host, children of the stack; none without a cache.
 
     `mirrorHosts` with the cache off is a warning, not an error: enableCache is a switch
@@ -373,44 +501,48 @@ def daemon_mirrors_for(stack: RegistryStack, settings: Settings, name: str = "re
         )
         return []
     _warn_about_limits(stack, settings)
-    ca_cert_pem = None if settings.tls.is_acme else stack.ca_cert_pem
-    names = settings.names
-    # dockerd mirrors Docker Hub only: its mirror is the primary cache (Docker Hub's when cached).
-    primary = naming.primary(settings.caches)
-    assert primary is not None, "enableCache is true, so there is a cache"
-    others = tuple(
-        (u.url, names.url(names.cache_hostname(u.name)), names.address(names.cache_hostname(u.name)))
-        for u in settings.caches
-        if u != primary
-    )
+    # Only a stack that passed its verification is a mirror worth pointing hosts at.
+    wait_for: list[pulumi.Input[pulumi.Resource]] = [
+        *stack.primary_cache_resources, *([stack.verification.passed] if stack.verification else []),
+    ]
     return [
         DaemonMirror(
             f"{name}-mirror-{resource_suffix(host)}",
-            DaemonMirrorArgs(
-                host=host,
-                stack_id=names.prefix,
-                cache_url=names.url(names.cache_hostname(primary.name)),
-                cache_address=names.address(names.cache_hostname(primary.name)),
-                upstream_url=primary.url,
-                more_caches=others,
-                hostnames=settings.hostnames,
-                ca_cert_pem=ca_cert_pem,
-                ssh_private_key=mirror.ssh_private_key,
-                paths=HostPaths(daemon_json=mirror.daemon_json_path),
-                # Only a stack that passed its verification is a mirror worth pointing hosts at.
-                wait_for=(
-                    *stack.primary_cache_resources,
-                    *([stack.verification.passed] if stack.verification else []),
-                ),
-                machine=this_machine() if host.is_local else None,
-            ),
-            opts=pulumi.ResourceOptions(parent=stack),
+            daemon_mirror_args(settings, host, None if settings.tls.is_acme else stack.ca_cert_pem),
+            opts=pulumi.ResourceOptions(parent=stack, depends_on=wait_for),
         )
         for host in mirror.hosts
     ]
 
 
-def _warn_about_limits(stack: RegistryStack, settings: Settings) -> None:
+def daemon_mirror_args(
+    settings: Settings, host: MirrorHost, ca_cert_pem: pulumi.Input[str | None] | None
+) -> DaemonMirrorArgs:
+    """The args RegistryStack gives the DaemonMirror of one `mirrorHosts` entry."""
+    names = settings.names
+    # dockerd mirrors Docker Hub only: its mirror is the primary cache (Docker Hub's when cached).
+    primary = naming.primary(settings.caches)
+    assert primary is not None, "enableCache is true, so there is a cache"
+    caches: list[MirroredCacheArgs] = [
+        {"upstreamUrl": u.url, "cacheUrl": names.url(names.cache_hostname(u.name))}
+        for u in (primary, *(u for u in settings.caches if u != primary))
+    ]
+    args: DaemonMirrorArgs = {
+        "host": host.entry,
+        "caches": caches,
+        "stackId": names.prefix,
+        "hostnames": list(settings.hostnames),
+        "hostAddress": settings.host_address,
+        "daemonJsonPath": settings.mirror.daemon_json_path,
+    }
+    if ca_cert_pem is not None:
+        args["caCertPem"] = ca_cert_pem  # type: ignore[typeddict-item]
+    if settings.mirror.ssh_private_key is not None and not host.is_local:
+        args["sshPrivateKey"] = settings.mirror.ssh_private_key.reveal()
+    return args
+
+
+def _warn_about_limits(stack: "RegistryStack", settings: Settings) -> None:
     if settings.tls.mode == TLS_LETSENCRYPT_STAGING:
         pulumi.log.warn(
             "tlsMode is letsencrypt-staging: Docker hosts do not trust staging certificates, so dockerd "

@@ -106,10 +106,10 @@ def test_acme_certificates_need_no_ca_in_the_client_configs() -> None:
 
 
 def test_daemon_mirror_installs_the_same_podman_drop_in_the_stack_exports() -> None:
-    from components.daemon_mirror import DaemonMirrorArgs, host_script_args, podman_drop_in_name
+    from components.daemon_mirror import MirrorPlan, host_script_args, podman_drop_in_name
     from components.mirror_settings import MirrorHost
 
-    args = DaemonMirrorArgs(
+    args = MirrorPlan(
         host=MirrorHost(entry="ssh://root@n1?docker=false&podman=true", user="root", host="n1", docker=False,
                         podman=True, host_key="ssh-ed25519 AAAA"),
         stack_id="registry-stack-dev", cache_url=HUB.cache_url, cache_address=HUB.cache_address,

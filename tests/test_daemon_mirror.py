@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from components.daemon_mirror import (
     HOST_SCRIPT,
-    DaemonMirrorArgs,
     HostPaths,
+    MirrorPlan,
     containerd_hosts_toml,
     containerd_registry_folder,
     host_script_args,
@@ -321,7 +321,7 @@ def test_hosts_toml_folder_is_docker_io_for_docker_hub_only() -> None:
     assert containerd_registry_folder("http://upstream:5000") == "upstream:5000"
 
 
-def mirror_args(host: MirrorHost, **overrides: Any) -> DaemonMirrorArgs:
+def mirror_args(host: MirrorHost, **overrides: Any) -> MirrorPlan:
     values: dict[str, Any] = {
         "host": host,
         "stack_id": "registry-stack-dev",
@@ -331,7 +331,7 @@ def mirror_args(host: MirrorHost, **overrides: Any) -> DaemonMirrorArgs:
         "hostnames": ("docker-build.dev.internal.network", "docker-cache.dev.internal.network"),
         **overrides,
     }
-    return DaemonMirrorArgs(**values)
+    return MirrorPlan(**values)
 
 
 def test_script_args_list_what_the_host_gets() -> None:

@@ -649,14 +649,14 @@ def fake_docker_cli(folder: Path, version: str, driver_status: list[list[str]]) 
 
 def store_args(host: Host, docker_cli: str = "", dockerd: str = "") -> dict[str, Any]:
     """What DaemonMirror sends a docker host caching Docker Hub and ghcr.io (the component's own rendering)."""
-    from components.daemon_mirror import DaemonMirrorArgs, HostPaths, host_script_args
+    from components.daemon_mirror import HostPaths, MirrorPlan, host_script_args
     from components.mirror_settings import MirrorHost
 
     paths = HostPaths(
         daemon_json=str(host.daemon_json), docker_certs_d=str(host.certs_d), containerd_certs_d=str(host.containerd_d),
         etc_hosts=str(host.etc_hosts), state_dir=str(host.state_dir),
     )
-    args = DaemonMirrorArgs(
+    args = MirrorPlan(
         host=MirrorHost(entry="ssh://root@node1", user="root", host="node1", host_key="ssh-ed25519 AAAA"),
         stack_id="registry-stack-dev", cache_url=HUB_CACHE, cache_address=HUB_CACHE.removeprefix("https://"),
         upstream_url="https://registry-1.docker.io",
