@@ -108,6 +108,19 @@ class RegistryStackArgs(TypedDict):
     """(secret) SSH private key (PEM or OpenSSH, no passphrase) for every ssh:// entry of mirrorHosts."""
     daemonJsonPath: NotRequired[pulumi.Input[str]]
     """Path of dockerd's config file on the mirror hosts."""
+    agentImage: NotRequired[pulumi.Input[str]]
+    (
+        "Image of the agent beside the caches (python3 with its standard library); it turns a cache's "
+        "unusable answers into registry errors a client can act on, such as 429 TOOMANYREQUESTS while the "
+        "upstream rate-limits, and counts what the caches serve."
+    )
+    metricsPort: NotRequired[pulumi.Input[int]]
+    (
+        "Host port of the metrics endpoint (plain HTTP, docs/metrics.md): the Prometheus metrics of the "
+        "front, every registry and the agent, and /stats for scripts/verify --stats; 0 means none."
+    )
+    metricsClientNetworks: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
+    """CIDR ranges allowed to read the metrics endpoint (anything else gets 403); required when metricsPort is set."""
 
 class TlsArgs(TypedDict):
     """The front's certificate: made by the stack (self-signed) or left to the front (ACME)."""

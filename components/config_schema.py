@@ -191,6 +191,17 @@ KEYS: tuple[Key, ...] = (
         example="< ~/.ssh/id_ed25519"),
     Key("daemonJsonPath", "string", "/etc/docker/daemon.json",
         "Path of dockerd's config file on the mirror hosts."),
+    Key("agentImage", "string", "python:3.13-alpine",
+        "Image of the agent beside the caches (python3 with its standard library); it turns a cache's unusable "
+        "answers into registry errors a client can act on, such as 429 TOOMANYREQUESTS while the upstream "
+        "rate-limits, and counts what the caches serve."),
+    Key("metricsPort", "integer", 0,
+        "Host port of the metrics endpoint (plain HTTP, docs/metrics.md): the Prometheus metrics of the front, "
+        "every registry and the agent, and /stats for scripts/verify --stats; 0 means none.",
+        minimum=0, maximum=65535),
+    _array("metricsClientNetworks", [],
+           "CIDR ranges allowed to read the metrics endpoint (anything else gets 403); required when metricsPort "
+           "is set."),
 )
 
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}

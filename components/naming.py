@@ -27,6 +27,7 @@ from .config_schema import PROJECT  # the one declaration of the project name
 DOCKER_HUB_NAME = "docker"
 BUILD = "build"
 FRONT = "front"
+AGENT = "agent"  # explains what the caches cannot serve (components/agent.py)
 HTTPS_DEFAULT_PORT = 443
 
 

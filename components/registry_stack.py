@@ -21,7 +21,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import client_configs, naming, renderers
+from . import agent, client_configs, metrics, naming, renderers
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
@@ -62,6 +62,10 @@ class RegistryStack(pulumi.ComponentResource):
     """/etc/rancher/k3s/registries.yaml for k3s and RKE2 nodes: every cached upstream mirrored."""
     buildkitd_toml: pulumi.Output[str]
     """buildkitd.toml registry sections for BuildKit: every cached upstream mirrored."""
+    metrics_url: pulumi.Output[str]
+    """http URL of the metrics endpoint (docs/metrics.md); empty unless metricsPort is set."""
+    prometheus_scrape_config: pulumi.Output[str]
+    """Prometheus scrape_configs for the metrics endpoint (JSON, which is YAML); empty without it."""
 
     def __init__(self, name: str, args: RegistryStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every value is checked before anything registers, the component itself included.
@@ -108,6 +112,8 @@ class RegistryStack(pulumi.ComponentResource):
         self.podman_registries_conf = pulumi.Output.from_input(clients["podmanRegistriesConf"])
         self.k3s_registries_yaml = pulumi.Output.from_input(clients["k3sRegistriesYaml"])
         self.buildkitd_toml = pulumi.Output.from_input(clients["buildkitdToml"])
+        self.metrics_url = pulumi.Output.from_input(metrics.metrics_url(settings))
+        self.prometheus_scrape_config = pulumi.Output.from_input(metrics.scrape_config(settings))
         # One DaemonMirror per mirrorHosts entry, pointed at the primary cache once it serves.
         self.daemon_mirrors: list[DaemonMirror] = daemon_mirrors_for(self, settings, name)
         self.register_outputs({
@@ -123,6 +129,8 @@ class RegistryStack(pulumi.ComponentResource):
             "podmanRegistriesConf": self.podman_registries_conf,
             "k3sRegistriesYaml": self.k3s_registries_yaml,
             "buildkitdToml": self.buildkitd_toml,
+            "metricsUrl": self.metrics_url,
+            "prometheusScrapeConfig": self.prometheus_scrape_config,
         })
 
     # -- structure ------------------------------------------------------------------------
@@ -150,6 +158,8 @@ class RegistryStack(pulumi.ComponentResource):
                 upstream.standby_role, registry_image, network,
                 renderers.registry_config("standby", major), data_of=upstream.role,
             )
+        if settings.caches:
+            self.containers[agent.AGENT_ROLE] = self._agent(network)
         self.tls = Tls(f"{self._name}-tls", _tls_args(settings), opts=self._child)
         self.containers["front"] = self._front(network)
         self.verification = Verification(
@@ -253,6 +263,35 @@ class RegistryStack(pulumi.ComponentResource):
             )
         )
 
+    def _agent(self, network: pulumi.Input[str]) -> docker.Container:
+        """The agent (components/agent.py): explains what the caches cannot serve, counts what they do."""
+        settings = self._settings
+        files = [docker.ContainerUploadArgs(file=path, content=text) for path, text in agent.agent_files().items()]
+        secrets = {u.name: _secret(u.password) for u in settings.caches if u.password is not None}
+        # With upstream credentials in it, the config is a secret.
+        config: pulumi.Input[str] = pulumi.Output.all(**secrets).apply(
+            lambda passwords: agent.agent_config(settings, passwords)
+        ) if secrets else agent.agent_config(settings, {})
+        files.append(docker.ContainerUploadArgs(file=agent.AGENT_CONFIG_PATH, content=config))
+        return self._container(
+            agent.AGENT_ROLE,
+            image=self._image("agent-image", settings.agent_image),
+            network=network,
+            aliases=[settings.names.container(agent.AGENT_ROLE)],
+            uploads=files,
+            volumes=[self._view(role, path) for role, path in agent.storage_views(settings).items()],
+            healthcheck=_http_healthcheck(f"http://127.0.0.1:{agent.AGENT_PORT}/healthz"),
+            command=agent.agent_command(),
+        )
+
+    def _view(self, role: str, container_path: str, read_only: bool = True) -> docker.ContainerVolumeArgs:
+        """The data volume of `role` (created once), mounted at another path, read-only by default."""
+        volume = self._data_volume(role)
+        return docker.ContainerVolumeArgs(
+            volume_name=volume.volume_name, host_path=volume.host_path,
+            container_path=container_path, read_only=read_only or None,
+        )
+
     def _front(self, network: pulumi.Input[str]) -> docker.Container:
         settings = self._settings
         assert self.tls is not None
@@ -267,6 +306,11 @@ class RegistryStack(pulumi.ComponentResource):
         ports = [docker.ContainerPortArgs(internal=443, external=settings.https_port, ip=settings.bind_address)]
         if settings.tls.is_acme:
             ports.append(docker.ContainerPortArgs(internal=80, external=settings.http_port, ip=settings.bind_address))
+        volumes = [self._data_volume("front"), *self._registry_storage_views()]
+        if settings.metrics_port:  # the metrics listener, and the access log the agent reads
+            ports.append(docker.ContainerPortArgs(
+                internal=metrics.METRICS_PORT, external=settings.metrics_port, ip=settings.bind_address))
+            volumes.append(self._view(metrics.LOGS_ROLE, metrics.LOG_DIR, read_only=False))
         depends = [c for role, c in self.containers.items() if role != "front"]
         return self._container(
             "front",
@@ -276,7 +320,7 @@ class RegistryStack(pulumi.ComponentResource):
             # the registries by their public names through the front.
             aliases=[settings.names.container(naming.FRONT), *settings.hostnames],
             uploads=uploads,
-            volumes=[self._data_volume("front"), *self._registry_storage_views()],
+            volumes=volumes,
             healthcheck=_http_healthcheck(f"http://{renderers.FRONT_ADMIN}/config/"),
             command=["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH],
             ports=ports,

@@ -17,6 +17,7 @@ from typing import Any
 
 import bcrypt
 
+from . import agent, metrics
 from .settings import Settings, Upstream
 
 REGISTRY_PORT = 5000
@@ -267,7 +268,12 @@ def _dial(settings: Settings, role: str) -> str:
 
 
 def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
-    return _reverse_proxy(_dial(settings, upstream.role), _dial(settings, upstream.standby_role))
+    standby = _dial(settings, upstream.standby_role)
+    proxy = _reverse_proxy(_dial(settings, upstream.role), standby)
+    # A cache's 404/500 for content goes to the agent, which asks the upstream why and
+    # answers with an error a client can act on (429 TOOMANYREQUESTS, 404 MANIFEST_UNKNOWN).
+    proxy["handle_response"] = agent.miss_handlers(settings, upstream, standby)
+    return proxy
 
 
 def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -346,7 +352,10 @@ def _cache_routes(settings: Settings, upstream: Upstream) -> list[dict[str, Any]
 
 
 def _unauthorized_error_route() -> dict[str, Any]:
-    challenge = {"WWW-Authenticate": ['Basic realm="registry"']}
+    # Spelled as Go canonicalizes it: the authentication handler has already set
+    # "Www-Authenticate", and Caddy's static_response stores header names as written, so
+    # "WWW-Authenticate" here went out as a second challenge header.
+    challenge = {"Www-Authenticate": ['Basic realm="registry"']}
     return {
         "match": [{"expression": "{http.error.status_code} == 401"}],
         "handle": [registry_error(401, "UNAUTHORIZED", "authentication required", challenge)],
@@ -369,6 +378,9 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
         "routes": routes,
         "errors": {"routes": [_unauthorized_error_route()]},
         "tls_connection_policies": [{}],
+        # No HTTP/3: only TCP is published, so an `Alt-Svc: h3=":443"` would send clients
+        # to a UDP port nobody listens on (often not even 443).
+        "protocols": ["h1", "h2"],
         # No read/write timeouts: a multi-GB layer upload must not be cut off.
         "read_header_timeout": "30s",
         "idle_timeout": "5m",
@@ -378,6 +390,8 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
         "storage": {"module": "file_system", "root": f"{FRONT_DATA_DIR}/caddy"},
         "apps": {"http": {"servers": {"registry": server}}, "tls": _tls_app(settings)},
     }
+    if settings.metrics_port:  # the metrics listener, Caddy's metrics, the access log
+        metrics.add_to_front(config, server, settings, agent.agent_dial(settings))
     if settings.tls.is_acme:
         config["apps"]["http"]["http_port"] = 80
         config["apps"]["http"]["https_port"] = 443

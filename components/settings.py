@@ -104,6 +104,11 @@ class Settings:
     unified_endpoint: bool
     # Docker hosts pointed at the cache (mirrorHosts, mirrorSshPrivateKey, daemonJsonPath).
     mirror: MirrorSettings
+    # Image of the agent beside the caches (components/agent_app: python3, standard library only).
+    agent_image: str = "python:3.13-alpine"
+    # The metrics endpoint (components/metrics.py): host port (0: none) and who may read it.
+    metrics_port: int = 0
+    metrics_client_networks: tuple[str, ...] = ()
 
     @property
     def names(self) -> naming.Names:
@@ -221,6 +226,9 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         mirror=read_mirror_settings(
             read("mirrorHosts"), read("mirrorSshPrivateKey"), read("daemonJsonPath"), host_address
         ),
+        agent_image=_image("agentImage", read("agentImage")),
+        metrics_port=read("metricsPort"),
+        metrics_client_networks=_networks("metricsClientNetworks", read("metricsClientNetworks")),
     )
     _check_combinations(settings)
     _check_container_hostnames(settings)
@@ -306,7 +314,26 @@ def _read_tls(read: _Values) -> TlsSettings:
     )
 
 
+def _check_metrics(settings: Settings) -> None:
+    if not settings.metrics_port:
+        return
+    if not settings.metrics_client_networks:
+        raise ConfigError(
+            f"{ref('metricsPort')}={settings.metrics_port} but {ref('metricsClientNetworks')} is empty: the "
+            "metrics endpoint is plain HTTP and open only to listed networks. Add the Prometheus server's "
+            f"network with `pulumi config set --path '{ref('metricsClientNetworks')}[0]' 10.0.0.0/24`, "
+            "or set metricsPort 0"
+        )
+    taken = {settings.https_port: "httpsPort"} | ({settings.http_port: "httpPort"} if settings.tls.is_acme else {})
+    if settings.metrics_port in taken:
+        raise ConfigError(
+            f"{ref('metricsPort')}={settings.metrics_port} is already {ref(taken[settings.metrics_port])}: "
+            "choose another host port for the metrics endpoint (for example 9100)"
+        )
+
+
 def _check_combinations(settings: Settings) -> None:
+    _check_metrics(settings)
     if settings.unified_endpoint and not settings.enable_build:
         raise ConfigError(
             f"{PROJECT}:unifiedEndpoint is true but {PROJECT}:enableBuild is false: the unified "

@@ -51,6 +51,11 @@ class LocalImage:
     # The fetched binary must report at least this version (`<binary> version`): tests depend
     # on "a current Caddy", not on the exact version sid happens to carry today.
     min_version: tuple[int, ...] = ()
+    # Folders copied whole (an interpreter's standard library), minus `skip` names, and
+    # symlinks (path, target) such as python3 -> python3.11.
+    trees: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
 
 
 REGISTRY = LocalImage(
@@ -83,7 +88,23 @@ PEBBLE = LocalImage(
     dirs=("/etc/pebble", "/tmp"),
     debian_package="pebble",
 )
-ALL_IMAGES = (REGISTRY, CADDY, PEBBLE)
+# The agent's stand-in for the official python image (python3 on PATH, standard library
+# only): Debian's interpreter with its standard library, without tests, tools and GUI bits.
+PYTHON = LocalImage(
+    tag="registry-stack-local/python:3.11",
+    binary="/usr/bin/python3.11",
+    entrypoint=[],
+    cmd=["python3"],
+    dirs=("/tmp", "/opt"),
+    debian_package="python3.11",
+    trees=("/usr/lib/python3.11",),
+    skip=(
+        "test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "pydoc_data", "distutils",
+        "config-3.11-x86_64-linux-gnu", "__pycache__", "sitecustomize.py", "EXTERNALLY-MANAGED",
+    ),
+    links=(("/usr/bin/python3", "python3.11"),),
+)
+ALL_IMAGES = (REGISTRY, CADDY, PEBBLE, PYTHON)
 
 
 # -- packages from newer Debian suites, without touching the machine's apt -------------------
@@ -209,16 +230,35 @@ def _add_symlink(archive: tarfile.TarFile, path: str, target: str) -> None:
     archive.addfile(info)
 
 
+def tree_files(image: LocalImage) -> list[str]:
+    """Every regular file under the image's trees, without the skipped names."""
+    files = []
+    for tree in image.trees:
+        for folder, subfolders, names in os.walk(tree):
+            subfolders[:] = sorted(d for d in subfolders if d not in image.skip)
+            files.extend(os.path.join(folder, n) for n in sorted(names) if n not in image.skip)
+    return [f for f in files if os.path.isfile(f)]
+
+
 def root_filesystem(image: LocalImage, source: str = "") -> bytes:
     """A tar of the image's root filesystem; `source` is the file copied to `image.binary`."""
     source = source or image.binary
     buffer = io.BytesIO()
+    extra = tree_files(image)
+    libraries = set(shared_libraries(source))
+    for path in extra:
+        if path.endswith(".so"):
+            libraries.update(shared_libraries(path))
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for folder in ("/bin", "/usr", "/usr/bin", "/etc", "/etc/ssl", "/etc/ssl/certs", *image.dirs):
             _add_dir(archive, folder, 0o1777 if folder == "/tmp" else 0o755)
         _add_file(archive, source, image.binary)
-        for library in shared_libraries(source):
+        for library in sorted(libraries):
             _add_file(archive, library)
+        for path in extra:
+            _add_file(archive, path)
+        for link, target in image.links:
+            _add_symlink(archive, link, target)
         _add_file(archive, BUSYBOX)
         for applet in BUSYBOX_APPLETS:
             _add_symlink(archive, f"/bin/{applet}", "busybox")
@@ -229,7 +269,7 @@ def root_filesystem(image: LocalImage, source: str = "") -> bytes:
 def recipe_hash(image: LocalImage, source: str = "") -> str:
     source = source or image.binary
     digest = hashlib.sha256(json.dumps(image.__dict__, sort_keys=True, default=list).encode())
-    for path in (source, BUSYBOX, *shared_libraries(source)):
+    for path in (source, BUSYBOX, *shared_libraries(source), *tree_files(image)):
         digest.update(Path(os.path.realpath(path)).read_bytes())
     return digest.hexdigest()[:16]
 

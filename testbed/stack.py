@@ -136,6 +136,7 @@ def e2e_values(stack_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
     values.update({
         "registryImage": tags["registry"],
         "frontImage": tags["caddy"],
+        "agentImage": tags["python"],
         "bindAddress": "127.0.0.1",
     })
     values.update(overrides)

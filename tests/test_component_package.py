@@ -154,7 +154,7 @@ def test_registry_stack_outputs() -> None:
         "buildUrl": "string", "cacheUrl": "string", "unifiedUrl": "string", "cacheUrls": "object",
         "caCertPem": "string", "hostnames": "array", "hostsLine": "string", "daemonJson": "string",
         "dockerLogin": "string", "podmanRegistriesConf": "string", "k3sRegistriesYaml": "string",
-        "buildkitdToml": "string",
+        "buildkitdToml": "string", "metricsUrl": "string", "prometheusScrapeConfig": "string",
     }
 
 

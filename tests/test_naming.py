@@ -88,9 +88,9 @@ def test_every_docker_object_is_named_by_naming() -> None:
     names = Names("stage", "stage.internal.network")
     roles = ["build", "cache", "cache-standby", "ghcr-cache", "ghcr-cache-standby", "front"]
     containers = {r.plain_inputs["name"]: r.plain_inputs for r in declaration.of_type(CONTAINER)}
-    # ...and the run-to-completion verification (components/verification.py).
-    assert set(containers) == {names.container(role) for role in [*roles, "verify"]}
-    for role in roles:
+    # ...the agent, and the run-to-completion verification (components/verification.py).
+    assert set(containers) == {names.container(role) for role in [*roles, "agent", "verify"]}
+    for role in [*roles, "agent"]:
         inputs = containers[names.container(role)]
         assert inputs["hostname"] == names.container(role)
         assert names.container(role) in inputs["networksAdvanced"][0]["aliases"]
@@ -102,6 +102,7 @@ def test_every_docker_object_is_named_by_naming() -> None:
     caddy = json.dumps(containers[names.container("front")]["uploads"])
     for role in roles[:-1]:
         assert names.dial(role, 5000) in caddy
+    assert names.dial("agent", 8080) in caddy  # what the caches cannot serve goes to the agent
 
 
 def test_cache_url_and_daemon_mirror_use_the_same_primary_cache() -> None:

@@ -62,8 +62,9 @@ RUNNING = [p for p in MATRIX if p.values[1] or p.values[2]]
 def test_containers_follow_the_switches(stack, build, cache):
     declaration = declared(stack, build, cache)
     roles = [r for r, on in (("build", build), ("cache", cache), ("front", build or cache)) if on]
-    # The cache comes with its standby; a stack that runs anything ends with its verification.
-    containers = roles + (["cache-standby"] if cache else []) + (["verify"] if roles else [])
+    # The cache comes with its standby and the agent (which explains what the caches cannot
+    # serve and counts what they do); a stack that runs anything ends with its verification.
+    containers = roles + (["cache-standby", "agent"] if cache else []) + (["verify"] if roles else [])
     assert set(declaration.containers) == {f"registry-stack-{stack}-{role}" for role in containers}
     assert len(declaration.of_type(CONTAINER)) == len(containers)
     volumes = {r.plain_inputs["name"] for r in declaration.of_type(VOLUME)}

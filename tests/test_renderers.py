@@ -17,7 +17,7 @@ import bcrypt
 import pytest
 import yaml
 
-from components import renderers
+from components import agent, renderers
 from tests import harness
 
 USERS = harness.RENDER_USERS
@@ -458,7 +458,7 @@ def test_unauthorized_error_route_challenges_like_a_registry():
     assert len(unauthorized) == 1
     answer = unauthorized[0]["handle"][-1]
     assert error_of(answer) == (401, "UNAUTHORIZED")
-    assert answer["headers"]["WWW-Authenticate"] == [f'Basic realm="{realm}"']
+    assert answer["headers"]["Www-Authenticate"] == [f'Basic realm="{realm}"']
     assert answer["headers"]["Docker-Distribution-Api-Version"] == ["registry/2.0"]
 
 
@@ -482,6 +482,9 @@ def test_only_enabled_hostnames_get_routes(build, cache, tls):
         expected_dials.append(dial_of(settings, "build"))
     if cache:
         expected_dials += [dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
+        # The cache's misses go to the agent, or to the standby when the agent is down.
+        agent_dial = f"{settings.prefix}-agent:{agent.AGENT_PORT}"
+        expected_dials += [agent_dial, dial_of(settings, "cache-standby")] * 2
     assert dials(config) == expected_dials
     for disabled in {settings.build_hostname, settings.cache_hostname} - set(settings.hostnames):
         assert error_of(serve(config, disabled)[-1]) == (404, "NAME_UNKNOWN")

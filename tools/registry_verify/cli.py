@@ -12,6 +12,7 @@ from typing import TextIO
 from registry_verify.checks import FAIL, PASS, PASSWORD_ENV, SKIP, Image, Result, split_image, verify_registry
 from registry_verify.client import Client, Credentials, connect_address, parse_resolve, trust_for
 from registry_verify.outputs import Registry, UsageError, parse_outputs, read_outputs
+from registry_verify.stats import print_stats
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -38,6 +39,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "(default: the first tagged repository of its catalog); repeatable",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument(
+        "--stats", action="store_true",
+        help="print hit ratio, stored bytes and the cap per registry, and the top images by pulls, "
+        "from the metrics endpoint (metricsUrl), instead of the checks",
+    )
+    parser.add_argument("--metrics-url", default="", help="the metrics endpoint to read with --stats "
+                        "(default: the metricsUrl output)")
     return parser.parse_args(argv)
 
 
@@ -76,6 +84,8 @@ def main(
         resolves = [parse_resolve(spec) for spec in args.resolve]
         images = parse_images(args.image, outputs.registries)
         trust = trust_for(outputs, args.ca_file)
+        if args.stats:
+            return print_stats(args.metrics_url or outputs.metrics_url, args.timeout, out)
     except UsageError as error:
         print(f"verify: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ class StackOutputs:
     registries: tuple[Registry, ...]  # the build registry first, then every cache
     ca_cert_pem: str
     login_user: str  # the user of the dockerLogin output, "" when there is none
+    metrics_url: str = ""  # the metricsUrl output: http://host:port of the metrics endpoint, or ""
 
     @property
     def build(self) -> Registry | None:
@@ -67,6 +68,7 @@ def parse_outputs(outputs: Mapping[str, Any]) -> StackOutputs:
         registries=tuple(r for r in registries if r.url),
         ca_cert_pem=str(outputs.get("caCertPem") or ""),
         login_user=_user_of_login_line(str(outputs.get("dockerLogin") or "")),
+        metrics_url=str(outputs.get("metricsUrl") or ""),
     )
 
 
