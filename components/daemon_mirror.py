@@ -43,7 +43,13 @@ from . import client_configs, naming
 from .args import DaemonMirrorArgs, MirroredCacheArgs
 from .config_schema import PROJECT, ConfigError, default
 from .host_scripts.daemon_mirror_host import this_machine
-from .mirror_settings import DEFAULT_DAEMON_JSON_PATH, MirrorHost, read_mirror_settings
+from .mirror_settings import (
+    DEFAULT_DAEMON_JSON_PATH,
+    PLACEHOLDER_KEY,
+    MirrorHost,
+    read_mirror_settings,
+    read_private_key,
+)
 from .secret import Secret
 from .settings import DOCKER_HUB_URL, TLS_LETSENCRYPT_STAGING, Settings
 
@@ -90,8 +96,8 @@ class MirrorPlan:
     """The registry names that `etcHosts` maps to the registry host's address."""
     ca_cert_pem: pulumi.Input[str | None] | None = None
     """The CA the hosts must trust (self-signed mode); None when the certificate is public."""
-    ssh_private_key: Secret | None = None
-    """For ssh hosts; reaches the provider only as a Pulumi secret."""
+    ssh_private_key: Secret | pulumi.Output[str] | None = None
+    """For ssh hosts; reaches the provider only as a Pulumi secret (an Output is checked when known)."""
     paths: HostPaths = field(default_factory=HostPaths)
     reload: str = "auto"
     """auto (systemctl reload docker, else SIGHUP to dockerd), none, or pid:<n> (tests)."""
@@ -291,13 +297,16 @@ def ssh_connection(args: MirrorPlan) -> command.remote.ConnectionArgs:
     `insecureIgnoreHostKey=true`; the provider then accepts any key (`ssh.InsecureIgnoreHostKey`).
     """
     check_ssh_host(args)
-    assert args.ssh_private_key is not None
+    key = args.ssh_private_key
+    assert key is not None
     host = args.host
     return command.remote.ConnectionArgs(
         host=host.host,
         port=host.port,
         user=host.user,
-        private_key=pulumi.Output.secret(args.ssh_private_key.reveal()),
+        private_key=pulumi.Output.secret(
+            key.reveal() if isinstance(key, Secret) else key.apply(read_private_key)  # fails the deployment if bad
+        ),
         host_key=host.host_key or None,
     )
 
@@ -396,11 +405,13 @@ def mirror_plan(args: Mapping[str, Any]) -> MirrorPlan:
     if unknown:
         raise ConfigError(f"DaemonMirror: unknown argument {unknown[0]!r}: the arguments are {', '.join(_ARG_NAMES)}")
     host_address = _host_address_of(_plain(args, "hostAddress"))
-    key = _plain(args, "sshPrivateKey")
+    key = args.get("sshPrivateKey")
     # The host entry, the key and daemon.json's path are read as the mirrorHosts,
-    # mirrorSshPrivateKey and daemonJsonPath keys are, with the same errors.
+    # mirrorSshPrivateKey and daemonJsonPath keys are, with the same errors; a key passed as
+    # an Output (a secret from another language) is checked when known (ssh_connection).
     mirror = read_mirror_settings(
-        [_plain(args, "host")], key or "", _plain(args, "daemonJsonPath") or "", host_address
+        [_plain(args, "host")], PLACEHOLDER_KEY if isinstance(key, pulumi.Output) else key or "",
+        _plain(args, "daemonJsonPath") or "", host_address,
     )
     (host,) = mirror.hosts
     (primary, *more) = _caches_of(_plain(args, "caches"))
@@ -413,7 +424,7 @@ def mirror_plan(args: Mapping[str, Any]) -> MirrorPlan:
         more_caches=tuple(more),
         hostnames=_hostnames_of(_plain(args, "hostnames")),
         ca_cert_pem=_ca_cert_of(args.get("caCertPem")),
-        ssh_private_key=mirror.ssh_private_key,
+        ssh_private_key=key if isinstance(key, pulumi.Output) else mirror.ssh_private_key,
         paths=HostPaths(daemon_json=mirror.daemon_json_path),
         machine=this_machine() if host.is_local else None,
     )
@@ -537,7 +548,10 @@ def daemon_mirror_args(
     }
     if ca_cert_pem is not None:
         args["caCertPem"] = ca_cert_pem  # type: ignore[typeddict-item]
-    if settings.mirror.ssh_private_key is not None and not host.is_local:
+    deferred_key = settings.deferred.get("mirrorSshPrivateKey")
+    if not host.is_local and deferred_key is not None:
+        args["sshPrivateKey"] = deferred_key
+    elif not host.is_local and settings.mirror.ssh_private_key is not None:
         args["sshPrivateKey"] = settings.mirror.ssh_private_key.reveal()
     return args
 

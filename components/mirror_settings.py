@@ -283,6 +283,18 @@ def _reject_duplicates(hosts: list[MirrorHost]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+# Stands for a key passed as an Output (known at apply time, checked then with read_private_key).
+PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\n(known at apply time)\n-----END PRIVATE KEY-----\n"
+
+
+def read_private_key(value: str) -> str:
+    """A key known only at apply time, checked as `mirrorSshPrivateKey` is (raises ConfigError)."""
+    key = _read_private_key(value)
+    if key is None:
+        raise ConfigError(f"{PROJECT}:mirrorSshPrivateKey is empty: an ssh host needs the private key it accepts")
+    return key.reveal()
+
+
 def _read_private_key(value: str) -> Secret | None:
     if value == "":
         return None

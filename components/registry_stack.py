@@ -15,7 +15,8 @@ component host reads the annotations of `args` and of the outputs at runtime.
 """
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import pulumi
 import pulumi_docker as docker
@@ -25,7 +26,7 @@ from . import agent, client_configs, metrics, naming, renderers
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
-from .settings import Settings, Upstream, settings_from_values
+from .settings import Settings, Upstream, credentials_of, settings_from_values, users_of
 from .tls import Tls
 from .verification import Verification
 
@@ -107,7 +108,13 @@ class RegistryStack(pulumi.ComponentResource):
         self.hostnames = pulumi.Output.from_input(list(settings.hostnames))
         self.hosts_line = pulumi.Output.from_input(renderers.hosts_line(settings))
         self.daemon_json = pulumi.Output.from_input(renderers.daemon_json_snippet(settings))
-        self.docker_login = pulumi.Output.from_input(renderers.docker_login_command(settings))
+        self.docker_login = (
+            settings.deferred["users"].apply(
+                lambda value: renderers.docker_login_command(replace(settings, users=users_of(settings, value)))
+            )
+            if "users" in settings.deferred and settings.enable_build
+            else pulumi.Output.from_input(renderers.docker_login_command(settings))
+        )
         clients = client_configs.stack_outputs(settings)  # podman/CRI-O, k3s/RKE2, BuildKit
         self.podman_registries_conf = pulumi.Output.from_input(clients["podmanRegistriesConf"])
         self.k3s_registries_yaml = pulumi.Output.from_input(clients["k3sRegistriesYaml"])
@@ -252,9 +259,18 @@ class RegistryStack(pulumi.ComponentResource):
             envs=[f"{key}={value}" for key, value in sorted(renderers.registry_environment(major).items())],
         )
 
-    @staticmethod
-    def _cache_config(upstream: Upstream, major: int) -> pulumi.Input[str]:
+    def _cache_config(self, upstream: Upstream, major: int) -> pulumi.Input[str]:
         """The proxy config; secret when it carries the upstream's credentials."""
+        deferred = self._settings.deferred.get("upstreamCredentials")
+        if deferred is not None:
+            settings = self._settings
+
+            def render(value: Any) -> str:
+                credentials = credentials_of(settings, value).get(upstream.name)
+                proxy = renderers.ProxyCredentials(*credentials) if credentials else None
+                return renderers.registry_config("cache", major, upstream.url, proxy, upstream.ttl)
+
+            return deferred.apply(render)  # secret: the Output is
         if upstream.password is None:
             return renderers.registry_config("cache", major, upstream.url, ttl=upstream.ttl)
         return _secret(upstream.password).apply(
@@ -345,6 +361,15 @@ class RegistryStack(pulumi.ComponentResource):
             return renderers.front_config(settings, [])
         # A per-stack seed kept in state makes the bcrypt salts stable across runs.
         seed = random.RandomId(f"{self._name}-auth-salt", byte_length=16, opts=self._child)
+        if "users" in settings.deferred:
+            # Passed as an Output (a secret from another language): checked when known, and
+            # the config made of it stays a secret.
+            return pulumi.Output.all(seed.hex, settings.deferred["users"]).apply(
+                lambda values: renderers.front_config(settings, [
+                    (name, renderers.bcrypt_hash(password.reveal(), values[0], name))
+                    for name, password in users_of(settings, values[1])
+                ])
+            )
         passwords = [_secret(password) for _, password in settings.users]
         return pulumi.Output.all(seed.hex, *passwords).apply(
             lambda values: renderers.front_config(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +23,7 @@ import pulumi
 
 from . import naming
 from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
-from .mirror_settings import MirrorSettings, read_mirror_settings
+from .mirror_settings import PLACEHOLDER_KEY, MirrorSettings, read_mirror_settings
 from .secret import Secret
 from .stack_config import check_stack_config
 from .upstreams import DOCKER_HUB_URL, Upstream, parse_credentials, parse_upstreams
@@ -109,6 +109,9 @@ class Settings:
     # The metrics endpoint (components/metrics.py): host port (0: none) and who may read it.
     metrics_port: int = 0
     metrics_client_networks: tuple[str, ...] = ()
+    # Secret keys passed as Outputs (secrets from a program in another language): their value
+    # is known only at apply time, where `users_of` / `credentials_of` check it.
+    deferred: Mapping[str, pulumi.Output[Any]] = field(default_factory=dict)
 
     @property
     def names(self) -> naming.Names:
@@ -199,7 +202,8 @@ def load_settings(raw: Mapping[str, Any], secret_keys: Iterable[str], stack: str
 
 def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
     """Validate the keys' values (text or typed; a missing key takes its default) into Settings."""
-    read = _Values(values)
+    deferred = _deferred_secrets(values)
+    read = _Values({name: value for name, value in values.items() if name not in deferred})
     stack = _validated_stack_name(stack)
     registry_image = _image("registryImage", read("registryImage"))
     host_address = _ip_address("hostAddress", read("hostAddress"))
@@ -224,15 +228,44 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         unified_endpoint=read("unifiedEndpoint"),
         # etcHosts=true on a mirror host maps the registry names to the validated hostAddress.
         mirror=read_mirror_settings(
-            read("mirrorHosts"), read("mirrorSshPrivateKey"), read("daemonJsonPath"), host_address
+            read("mirrorHosts"),
+            PLACEHOLDER_KEY if "mirrorSshPrivateKey" in deferred else read("mirrorSshPrivateKey"),
+            read("daemonJsonPath"), host_address,
         ),
         agent_image=_image("agentImage", read("agentImage")),
         metrics_port=read("metricsPort"),
         metrics_client_networks=_networks("metricsClientNetworks", read("metricsClientNetworks")),
+        deferred=deferred,
     )
     _check_combinations(settings)
     _check_container_hostnames(settings)
     return settings
+
+
+# Secret keys a program may pass as Outputs; the SSH key goes to the DaemonMirrors as it came.
+DEFERRABLE = ("users", "upstreamCredentials", "mirrorSshPrivateKey")
+
+
+def _deferred_secrets(values: Mapping[str, Any]) -> dict[str, pulumi.Output[Any]]:
+    """The deferrable keys given as Outputs, as secret Outputs of their whole value."""
+    return {
+        name: pulumi.Output.secret(pulumi.Output.from_input(values[name]))
+        for name in DEFERRABLE
+        if _holds_output(values.get(name))
+    }
+
+
+def users_of(settings: Settings, value: Any) -> tuple[tuple[str, Secret], ...]:
+    """`users` known at apply time, checked as it is up front (an error fails the deployment)."""
+    users = _users(key("users").coerce(value))
+    if settings.enable_build and not users:
+        _check_combinations(replace(settings, users=(), deferred={}))
+    return users
+
+
+def credentials_of(settings: Settings, value: Any) -> dict[str, tuple[str, str]]:
+    """`upstreamCredentials` known at apply time, checked as it is up front."""
+    return parse_credentials(key("upstreamCredentials").coerce(value), settings.upstreams)
 
 
 class _Values:
@@ -249,7 +282,7 @@ class _Values:
         if _holds_output(value):
             raise ConfigError(
                 f"{ref(name)} is an Output: RegistryStack checks every setting before it creates anything, "
-                "so it needs the plain value (a secret too: the component keeps passwords and keys secret)"
+                f"so it needs the plain value (only the secrets {', '.join(DEFERRABLE)} may be Outputs)"
             )
         if isinstance(value, Enum):
             value = value.value
@@ -347,7 +380,7 @@ def _check_combinations(settings: Settings) -> None:
                 f"two registries would share the hostname {name!r}: rename the upstream in "
                 f"{PROJECT}:upstreams whose name makes it"
             )
-    if settings.enable_build and not settings.users:
+    if settings.enable_build and not settings.users and "users" not in settings.deferred:
         raise ConfigError(
             f"{PROJECT}:users is empty but {PROJECT}:enableBuild is true: the build registry "
             "accepts pushes only from its users. Add one with "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -167,3 +168,17 @@ def test_defaults_a_program_may_leave_out() -> None:
     }
     (command,) = declaration.of_type("command:local:Command")
     assert '"id": "registry-stack-stage"' in command.plain_inputs["create"]
+
+
+def test_an_ssh_key_passed_as_an_output_is_checked_when_known_and_stays_secret() -> None:
+    entry = f"ssh://root@node1?hostKey={HOST_KEY}"
+
+    def program(key: str) -> Callable[[], None]:
+        return lambda: DaemonMirror("m", {"host": entry, "caches": CACHES,  # type: ignore[typeddict-item]
+                                          "sshPrivateKey": pulumi.Output.secret(key)}) and None
+
+    (remote,) = harness.declare({}, program=program(PRIVATE_KEY)).of_type("command:remote:Command")
+    connection = remote.inputs["connection"]
+    assert isinstance(connection, harness.SecretValue) and connection.value["privateKey"] == PRIVATE_KEY
+    with pytest.raises(ValueError, match=rf"{P}:mirrorSshPrivateKey=\*\*\*\* is invalid"):
+        harness.declare({}, program=program("~/.ssh/id_ed25519"))
