@@ -59,15 +59,14 @@ PACKAGE = "registry-stack"
 def components() -> list[type[pulumi.ComponentResource]]:
     """The components the package serves.
 
-    RegistryStack creates a DaemonMirror per `mirrorHosts` entry itself. DaemonMirror on its
-    own is not served yet: its args are still a dataclass of parsed objects (MirrorHost,
-    Secret, the resources to wait for) in a module with `from __future__ import annotations`,
-    which the analyzer cannot read.
+    RegistryStack creates a DaemonMirror per `mirrorHosts` entry itself; DaemonMirror is also
+    served on its own (DaemonMirrorArgs), for hosts a consumer manages elsewhere.
     """
+    from .daemon_mirror import DaemonMirror
     from .registry_stack import RegistryStack
     from .tls import Tls
 
-    return [RegistryStack, Tls]
+    return [RegistryStack, Tls, DaemonMirror]
 
 
 def launched_as_plugin() -> bool:

@@ -118,6 +118,12 @@ def resource(name: str) -> dict[str, Any]:
     return served_schema()["resources"][f"{PACKAGE}:index:{name}"]
 
 
+def test_daemon_mirror_is_served_with_its_own_args() -> None:
+    mirror = resource("DaemonMirror")
+    assert {"host", "caches"} <= set(mirror["requiredInputs"])
+    assert {"host", "caches", "caCertPem", "sshPrivateKey", "daemonJsonPath"} <= set(mirror["inputProperties"])
+
+
 def test_every_input_and_output_is_described() -> None:
     for token, spec in served_schema()["resources"].items():
         assert spec.get("description"), token
