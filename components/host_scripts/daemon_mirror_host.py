@@ -863,19 +863,26 @@ def daemon_mirrors(docker_cli: str) -> list | None:
     """The mirrors the running daemon uses, or None when it cannot be asked."""
     if not docker_cli or shutil.which(docker_cli) is None or not os.path.exists(DOCKER_SOCKET):
         return None
+    answered, mirrors = ask_daemon(docker_cli, "{{json .RegistryConfig.Mirrors}}")
+    if not answered:
+        return None
+    return mirrors if isinstance(mirrors, list) else []
+
+
+def ask_daemon(docker_cli: str, template: str) -> tuple[bool, object]:
+    """`docker info --format TEMPLATE` of the local daemon, parsed as JSON: (answered, value)."""
     # Ask the local daemon, whatever DOCKER_HOST or docker context the caller's shell has.
-    command = [docker_cli, "--host", "unix://" + DOCKER_SOCKET, "info", "--format", "{{json .RegistryConfig.Mirrors}}"]
+    command = [docker_cli, "--host", "unix://" + DOCKER_SOCKET, "info", "--format", template]
     try:
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return False, None
     if result.returncode != 0:
-        return None
+        return False, None
     try:
-        mirrors = json.loads(result.stdout.decode() or "null")
+        return True, json.loads(result.stdout.decode() or "null")
     except ValueError:
-        return None
-    return mirrors or []
+        return False, None
 
 
 def wait_for_daemon(docker_cli: str, mirror: str, expect_present: bool) -> bool | None:
@@ -913,17 +920,7 @@ def docker_info(docker_cli: str) -> dict | None:
     """`docker info` of the local daemon as JSON, or None when it cannot be asked."""
     if not docker_cli or shutil.which(docker_cli) is None:
         return None
-    command = [docker_cli, "--host", "unix://" + DOCKER_SOCKET, "info", "--format", "{{json .}}"]
-    try:
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
-        return None
-    try:
-        info = json.loads(result.stdout.decode() or "null")
-    except ValueError:
-        return None
+    _, info = ask_daemon(docker_cli, "{{json .}}")
     return info if isinstance(info, dict) and info.get("ServerVersion") else None
 
 
