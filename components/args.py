@@ -50,7 +50,8 @@ class RegistryStackArgs(TypedDict):
     herdImage: NotRequired[pulumi.Input[str]]
     (
         "Image of the herd tier in front of each cache (Varnish Cache 7.x): concurrent cold pulls of a "
-        "blob cost one upstream fetch and stream to every waiting client (README \"Many clients, one new image\")."
+        "blob cost one upstream fetch and stream to every waiting client (README \"Many clients, one new "
+        "image\")."
     )
     dataPath: NotRequired[pulumi.Input[str]]
     """Host folder holding build_data, cache_data and front_data; empty means named Docker volumes."""

@@ -275,6 +275,9 @@ class RegistryStack(pulumi.ComponentResource):
                 interval="10s", timeout="5s", retries=3, start_period="10s",
             ),
             command=["sh", herd.HERD_SCRIPT_PATH],
+            # Like the cache's: varnishd starts once the cache's name resolves, which it does not
+            # while the cache cannot start (the front uses the standby meanwhile).
+            wait=False,
             depends_on=[self.containers[upstream.role], self.containers[upstream.standby_role]],
         )
 
