@@ -47,6 +47,12 @@ class RegistryStackArgs(TypedDict):
     """Image of the registries (CNCF distribution 3.x; 2.8.x is still supported, its config is rendered for it)."""
     frontImage: NotRequired[pulumi.Input[str]]
     """Image of the TLS + basic-auth front (Caddy 2.x; the e2e suite runs 2.11)."""
+    herdImage: NotRequired[pulumi.Input[str]]
+    (
+        "Image of the herd tier in front of each cache (Varnish Cache 7.x): concurrent cold pulls of a "
+        "blob cost one upstream fetch and stream to every waiting client (README \"Many clients, one new "
+        "image\")."
+    )
     dataPath: NotRequired[pulumi.Input[str]]
     """Host folder holding build_data, cache_data and front_data; empty means named Docker volumes."""
     retainData: NotRequired[pulumi.Input[bool]]

@@ -143,6 +143,9 @@ KEYS: tuple[Key, ...] = (
         "Image of the registries (CNCF distribution 3.x; 2.8.x is still supported, its config is rendered for it)."),
     Key("frontImage", "string", "caddy:2.11.4",
         "Image of the TLS + basic-auth front (Caddy 2.x; the e2e suite runs 2.11)."),
+    Key("herdImage", "string", "varnish:7.7",
+        "Image of the herd tier in front of each cache (Varnish Cache 7.x): concurrent cold pulls of a blob "
+        "cost one upstream fetch and stream to every waiting client (README \"Many clients, one new image\")."),
     Key("dataPath", "string", "",
         "Host folder holding build_data, cache_data and front_data; empty means named Docker volumes."),
     Key("retainData", "boolean", False,

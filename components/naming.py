@@ -49,6 +49,11 @@ def standby_role(upstream_name: str) -> str:
     return f"{cache_role(upstream_name)}-standby"
 
 
+def herd_role(upstream_name: str) -> str:
+    """Role of the herd tier (Varnish) in front of an upstream's cache (components/herd.py)."""
+    return f"{cache_role(upstream_name)}-herd"
+
+
 def cache_hostname(upstream_name: str, domain: str) -> str:
     return f"{upstream_name}-cache.{domain}"
 

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import agent, client_configs, metrics, naming, renderers
+from . import agent, client_configs, herd, metrics, naming, renderers
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
@@ -165,6 +165,7 @@ class RegistryStack(pulumi.ComponentResource):
                 upstream.standby_role, registry_image, network,
                 renderers.registry_config("standby", major), data_of=upstream.role,
             )
+            self.containers[naming.herd_role(upstream.name)] = self._herd(upstream, network)
         if settings.caches:
             self.containers[agent.AGENT_ROLE] = self._agent(network)
         self.tls = Tls(f"{self._name}-tls", _tls_args(settings), opts=self._child)
@@ -257,6 +258,34 @@ class RegistryStack(pulumi.ComponentResource):
             volumes=[self._data_volume(data_of or role)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
             envs=[f"{key}={value}" for key, value in sorted(renderers.registry_environment(major).items())],
+        )
+
+    def _herd(self, upstream: Upstream, network: pulumi.Input[str]) -> docker.Container:
+        """Varnish in front of the cache: one upstream fetch per blob under a herd (components/herd.py)."""
+        settings = self._settings
+        role = naming.herd_role(upstream.name)
+        cache, standby = (settings.names.container(r) for r in (upstream.role, upstream.standby_role))
+        return self._container(
+            role,
+            image=self._image("herd-image", settings.herd_image),
+            network=network,
+            aliases=[settings.names.container(role)],
+            uploads=[
+                docker.ContainerUploadArgs(file=herd.HERD_VCL_PATH, content=herd.herd_vcl(
+                    cache, standby, renderers.REGISTRY_PORT)),
+                docker.ContainerUploadArgs(file=herd.HERD_SCRIPT_PATH, content=herd.herd_start_script(
+                    cache, standby)),
+            ],
+            volumes=[],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "varnishadm", "-n", herd.HERD_WORKDIR, "ping"],
+                interval="10s", timeout="5s", retries=3, start_period="10s",
+            ),
+            command=["sh", herd.HERD_SCRIPT_PATH],
+            # Like the cache's: varnishd starts once the cache's name resolves, which it does not
+            # while the cache cannot start (the front uses the standby meanwhile).
+            wait=False,
+            depends_on=[self.containers[upstream.role], self.containers[upstream.standby_role]],
         )
 
     def _cache_config(self, upstream: Upstream, major: int) -> pulumi.Input[str]:

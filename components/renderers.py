@@ -17,7 +17,8 @@ from typing import Any
 
 import bcrypt
 
-from . import agent, metrics
+from . import agent, metrics, naming
+from .herd import HERD_PORT
 from .settings import Settings, Upstream
 
 REGISTRY_PORT = 5000
@@ -269,7 +270,10 @@ def _dial(settings: Settings, role: str) -> str:
 
 def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
     standby = _dial(settings, upstream.standby_role)
-    proxy = _reverse_proxy(_dial(settings, upstream.role), standby)
+    # Cold reads go through the herd tier, which coalesces them and falls back to the standby
+    # itself; the front dials the standby directly only when the herd tier does not answer.
+    herd_dial = settings.names.dial(naming.herd_role(upstream.name), HERD_PORT)
+    proxy = _reverse_proxy(herd_dial, standby)
     # A cache's 404/500 for content goes to the agent, which asks the upstream why and
     # answers with an error a client can act on (429 TOOMANYREQUESTS, 404 MANIFEST_UNKNOWN).
     proxy["handle_response"] = agent.miss_handlers(settings, upstream, standby)

@@ -88,6 +88,7 @@ class Settings:
     domain: str
     registry_image: str
     front_image: str
+    herd_image: str
     data_path: str
     external_network: str
     upstreams: tuple[Upstream, ...]
@@ -214,6 +215,7 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         domain=_domain(read("domain") or f"{stack}.internal.network"),
         registry_image=registry_image,
         front_image=_image("frontImage", read("frontImage")),
+        herd_image=_image("herdImage", read("herdImage")),
         data_path=_absolute_path("dataPath", read("dataPath")),
         external_network=_docker_name("network", read("network")),
         upstreams=_read_upstreams(read, registry_major_version(registry_image)),

@@ -107,6 +107,67 @@ PYTHON = LocalImage(
 ALL_IMAGES = (REGISTRY, CADDY, PEBBLE, PYTHON)
 
 
+@dataclass(frozen=True)
+class RootfsImage:
+    """A whole Debian root (debootstrap minbase + packages), for a program that needs more than
+    one binary: varnishd compiles its VCL with the C compiler at run time (gcc, binutils and
+    libc6-dev are dependencies of Debian's varnish package), as the official varnish image has."""
+
+    tag: str
+    suite: str
+    packages: tuple[str, ...]
+    cmd: list[str]
+    prune: tuple[str, ...] = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info",
+                              "var/cache/apt", "var/lib/apt/lists")
+
+
+# Varnish Cache 7.7 from trixie (Debian stable, security-supported), the version line the
+# program's default herdImage (varnish:7.7) pins.
+VARNISH = RootfsImage(
+    tag="registry-stack-local/varnish:7-trixie",
+    suite="trixie",
+    packages=("varnish",),
+    cmd=["varnishd", "-V"],
+)
+ROOTFS_IMAGES = (VARNISH,)
+ROOTFS_DIR = Path(os.environ.get("REGISTRY_STACK_ROOTFS_DIR", "/var/cache/registry-stack/rootfs"))
+
+
+def _rootfs_recipe(image: RootfsImage) -> str:
+    return hashlib.sha256(json.dumps(image.__dict__, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def build_rootfs(image: RootfsImage) -> str:
+    """debootstrap the root once (kept under ROOTFS_DIR, ~2 min), then `docker import` it."""
+    recipe = _rootfs_recipe(image)
+    if _existing_recipe(image.tag) == recipe:
+        return image.tag
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError(f"cannot build {image.tag}: debootstrap missing; apt-get install debootstrap")
+    root = ROOTFS_DIR / f"{image.tag.rsplit('/', 1)[-1].replace(':', '-')}-{recipe}"
+    if not root.exists():
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(image.packages)}", image.suite,
+             str(partial), _debian_mirror()],
+            check=True, capture_output=True,
+        )
+        for folder in image.prune:
+            shutil.rmtree(partial / folder, ignore_errors=True)
+        partial.rename(root)
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["docker", "import", "-c", f"LABEL {RECIPE_LABEL}={recipe}", "-c", f"CMD {json.dumps(image.cmd)}",
+         "-", image.tag],
+        stdin=tar.stdout, check=True, capture_output=True,
+    )
+    if tar.wait() != 0:
+        raise RuntimeError(f"tar of {root} failed")
+    return image.tag
+
+
 # -- packages from newer Debian suites, without touching the machine's apt -------------------
 
 
@@ -317,7 +378,9 @@ def build(image: LocalImage) -> str:
 def build_all() -> dict[str, str]:
     if shutil.which("docker") is None:
         raise RuntimeError("the docker CLI is missing: apt-get install docker.io")
-    return {image.tag.split("/")[1].split(":")[0]: build(image) for image in ALL_IMAGES}
+    built = {image.tag.split("/")[1].split(":")[0]: build(image) for image in ALL_IMAGES}
+    built.update({image.tag.split("/")[1].split(":")[0]: build_rootfs(image) for image in ROOTFS_IMAGES})
+    return built
 
 
 if __name__ == "__main__":

@@ -131,12 +131,13 @@ def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: d
 
 def e2e_values(stack_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """A stack file's config with the e2e engine's images, ports and stand-ins."""
-    tags = {image.tag.split("/")[1].split(":")[0]: image.tag for image in images.ALL_IMAGES}
+    tags = {image.tag.split("/")[1].split(":")[0]: image.tag for image in (*images.ALL_IMAGES, *images.ROOTFS_IMAGES)}
     values = stack_file_config(stack_file)
     values.update({
         "registryImage": tags["registry"],
         "frontImage": tags["caddy"],
         "agentImage": tags["python"],
+        "herdImage": tags["varnish"],
         "bindAddress": "127.0.0.1",
     })
     values.update(overrides)

@@ -86,7 +86,8 @@ def test_every_docker_object_is_named_by_naming() -> None:
         "unifiedEndpoint": True,
     }, secret_keys=("users",), stack="stage")
     names = Names("stage", "stage.internal.network")
-    roles = ["build", "cache", "cache-standby", "ghcr-cache", "ghcr-cache-standby", "front"]
+    roles = ["build", "cache", "cache-standby", "cache-herd", "ghcr-cache", "ghcr-cache-standby", "ghcr-cache-herd",
+             "front"]
     containers = {r.plain_inputs["name"]: r.plain_inputs for r in declaration.of_type(CONTAINER)}
     # ...the agent, and the run-to-completion verification (components/verification.py).
     assert set(containers) == {names.container(role) for role in [*roles, "agent", "verify"]}
@@ -100,9 +101,11 @@ def test_every_docker_object_is_named_by_naming() -> None:
     assert volumes == {names.volume(role) for role in ("build", "cache", "ghcr-cache", "front")}
     # The front dials exactly those containers.
     caddy = json.dumps(containers[names.container("front")]["uploads"])
-    for role in roles[:-1]:
+    for role in ("build", "cache-standby", "ghcr-cache-standby"):
         assert names.dial(role, 5000) in caddy
     assert names.dial("agent", 8080) in caddy  # what the caches cannot serve goes to the agent
+    for role in ("cache-herd", "ghcr-cache-herd"):  # which dial the caches (components/herd.py)
+        assert names.dial(role, 6081) in caddy
 
 
 def test_cache_url_and_daemon_mirror_use_the_same_primary_cache() -> None:

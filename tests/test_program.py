@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components import renderers
+from components import herd, renderers
 from tests import harness
 from tests.harness import Declaration, DeclaredResource, SecretValue, declare, unwrap
 
@@ -62,9 +62,10 @@ RUNNING = [p for p in MATRIX if p.values[1] or p.values[2]]
 def test_containers_follow_the_switches(stack, build, cache):
     declaration = declared(stack, build, cache)
     roles = [r for r, on in (("build", build), ("cache", cache), ("front", build or cache)) if on]
-    # The cache comes with its standby and the agent (which explains what the caches cannot
-    # serve and counts what they do); a stack that runs anything ends with its verification.
-    containers = roles + (["cache-standby", "agent"] if cache else []) + (["verify"] if roles else [])
+    # The cache comes with its standby, its herd tier (Varnish: one upstream fetch per blob
+    # under a herd) and the agent (which explains what the caches cannot serve and counts what
+    # they do); a stack that runs anything ends with its verification.
+    containers = roles + (["cache-standby", "cache-herd", "agent"] if cache else []) + (["verify"] if roles else [])
     assert set(declaration.containers) == {f"registry-stack-{stack}-{role}" for role in containers}
     assert len(declaration.of_type(CONTAINER)) == len(containers)
     volumes = {r.plain_inputs["name"] for r in declaration.of_type(VOLUME)}
@@ -171,8 +172,12 @@ def test_front_config_matches_the_declared_containers(stack, build, cache):
     for dial in dialled:
         host, port = dial.rsplit(":", 1)
         assert host in aliases and aliases[host] != front.plain_inputs["name"], dial
-        registry_config = json.loads(next(iter(
-            u["content"] for u in containers[aliases[host]].plain_inputs["uploads"])))
+        uploads = {u["file"]: u["content"] for u in containers[aliases[host]].plain_inputs["uploads"]}
+        if host.endswith("-herd"):  # the herd tier listens on its port and dials the cache
+            assert f"-a :{port}" in uploads[herd.HERD_SCRIPT_PATH]
+            assert f'"registry-stack-{stack}-cache"' in uploads[herd.HERD_VCL_PATH]
+            continue
+        registry_config = json.loads(next(iter(uploads.values())))
         assert registry_config["http"]["addr"] == f":{port}"
     # The front answers for the public names on its network too, and starts after the registries.
     assert set(declaration.outputs["hostnames"]) <= set(inputs["networksAdvanced"][0]["aliases"])

@@ -42,6 +42,10 @@ def dial_of(settings, role: str) -> str:
     return f"{settings.prefix}-{role}:{renderers.REGISTRY_PORT}"
 
 
+def herd_dial_of(settings, cache_role: str) -> str:
+    return f"{settings.prefix}-{cache_role}-herd:{renderers.HERD_PORT}"
+
+
 SWITCHES = [(True, True), (True, False), (False, True)]
 ACME = {"tlsMode": "letsencrypt-staging", "acmeEmail": "ops@example.com"}
 
@@ -422,8 +426,10 @@ def test_cache_host_reads_are_anonymous(method):
     chain = serve(config, settings.cache_hostname, method, ip="203.0.113.7")
     assert [h["handler"] for h in chain] == ["reverse_proxy"]  # no authentication: dockerd sends none
     proxy = chain[-1]
-    # The cache whenever it answers; its read-only standby only when it does not.
-    assert [u["dial"] for u in proxy["upstreams"]] == [dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
+    # The cache's herd tier whenever it answers (it falls back to the standby itself); the
+    # read-only standby directly only when the herd tier does not answer.
+    assert [u["dial"] for u in proxy["upstreams"]] == [herd_dial_of(settings, "cache"),
+                                                       dial_of(settings, "cache-standby")]
     assert proxy["load_balancing"]["selection_policy"]["policy"] == "first"
     assert proxy["flush_interval"] == -1  # blobs stream through unbuffered
     assert "remote_ip" not in json.dumps(config)
@@ -481,7 +487,7 @@ def test_only_enabled_hostnames_get_routes(build, cache, tls):
     if build:
         expected_dials.append(dial_of(settings, "build"))
     if cache:
-        expected_dials += [dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
+        expected_dials += [herd_dial_of(settings, "cache"), dial_of(settings, "cache-standby")]
         # The cache's misses go to the agent, or to the standby when the agent is down.
         agent_dial = f"{settings.prefix}-agent:{agent.AGENT_PORT}"
         expected_dials += [agent_dial, dial_of(settings, "cache-standby")] * 2
@@ -696,3 +702,95 @@ def test_each_cache_host_reads_only_its_own_storage():
     ghcr_files = stored("ghcr-cache", "owner/app")
     chain = serve(config, ghcr_host, "GET", path=blob_path("owner/app"), files=ghcr_files)
     assert chain[-1] == {"handler": "file_server", "root": "/registry-data/ghcr-cache"}
+
+
+# ---------------------------------------------------------------------------------------
+# The herd tier (components/herd.py): Varnish in front of each cache
+# ---------------------------------------------------------------------------------------
+
+from components import herd  # noqa: E402
+
+
+def vcl_sub(vcl: str, name: str) -> str:
+    """The body of one VCL subroutine."""
+    start = vcl.index(f"sub {name} {{")
+    depth = 0
+    for index in range(vcl.index("{", start), len(vcl)):
+        depth += {"{": 1, "}": -1}.get(vcl[index], 0)
+        if depth == 0:
+            return vcl[start:index + 1]
+    raise AssertionError(f"{name} is not closed")
+
+
+HERD_VCL = herd.herd_vcl("registry-stack-dev-cache", "registry-stack-dev-cache-standby", 5000)
+
+
+def test_herd_vcl_has_balanced_braces_and_both_registries_as_backends():
+    assert HERD_VCL.startswith("vcl 4.1;")
+    assert HERD_VCL.count("{") == HERD_VCL.count("}")
+    for name, host in (("cache", "registry-stack-dev-cache"), ("standby", "registry-stack-dev-cache-standby")):
+        block = HERD_VCL[HERD_VCL.index(f"backend {name} {{"):]
+        assert f'.host = "{host}";' in block.split("}", 1)[0]
+        assert '.port = "5000";' in block.split("}", 1)[0]
+    init = vcl_sub(HERD_VCL, "vcl_init")
+    # The cache first, the standby when the cache's probe says sick.
+    assert "directors.fallback()" in init
+    assert init.index("add_backend(cache)") < init.index("add_backend(standby)")
+
+
+@pytest.mark.parametrize(("url", "coalesced"), [
+    (f"/v2/library/alpine/blobs/sha256:{'a' * 64}", True),
+    (f"/v2/org/team/app/blobs/sha256:{'0' * 64}", True),
+    ("/v2/library/alpine/manifests/3.18", False),  # tags change: always the registry
+    (f"/v2/library/alpine/manifests/sha256:{'a' * 64}", False),
+    (f"/v2/library/alpine/blobs/sha256:{'a' * 63}", False),
+    ("/v2/", False),
+    ("/v2/_catalog", False),
+])
+def test_only_blob_reads_by_digest_are_coalesced(url, coalesced):
+    pattern = re.search(r'req\.url ~ "([^"]+)"', vcl_sub(HERD_VCL, "vcl_recv")).group(1)
+    assert (re.search(pattern, url) is not None) == coalesced
+    recv = vcl_sub(HERD_VCL, "vcl_recv")
+    assert 'req.method == "GET" || req.method == "HEAD"' in recv
+    assert recv.rstrip("}").rstrip().endswith("return (pass);")  # everything else passes through
+
+
+def test_blobs_are_kept_in_memory_briefly_and_large_ones_are_not_kept():
+    response = vcl_sub(HERD_VCL, "vcl_backend_response")
+    assert "set beresp.storage = storage.herd;" in response
+    assert f"set beresp.ttl = {herd.HERD_OBJECT_TTL};" in response
+    assert "set beresp.do_stream = true;" in response  # waiting clients get bytes during the fill
+    assert f"<= {herd.HERD_MAX_OBJECT_BYTES}" in response
+    assert "beresp.status == 200" in response  # errors are never kept
+    # Half the memory at most: the object being fetched cannot be evicted.
+    assert herd.HERD_MAX_OBJECT_BYTES * 2 <= 1024**3 and herd.HERD_MEMORY == "1G"
+    script = herd.herd_start_script("a", "b")
+    assert f"-s herd=malloc,{herd.HERD_MEMORY}" in script  # memory, not disk: the cache's volume holds the copy
+    assert "file," not in script
+
+
+def test_a_failed_fetch_is_retried_once_on_the_standby():
+    assert "return (retry);" in vcl_sub(HERD_VCL, "vcl_backend_error")
+    fetch = vcl_sub(HERD_VCL, "vcl_backend_fetch")
+    assert "bereq.retries > 0" in fetch and "set bereq.backend = standby;" in fetch
+
+
+def test_herd_start_script_reloads_the_vcl_when_a_backend_moves():
+    script = herd.herd_start_script("registry-stack-dev-cache", "registry-stack-dev-cache-standby")
+    assert script.startswith("#!/bin/sh\n")
+    assert 'names="registry-stack-dev-cache registry-stack-dev-cache-standby"' in script
+    assert f"-a :{herd.HERD_PORT}" in script and '-f "$vcl"' in script
+    assert f"vcl={herd.HERD_VCL_PATH}" in script
+    assert 'vcl.load "g$generation"' in script and 'vcl.use "g$generation"' in script
+    # varnishd runs in the foreground of a child the script waits for: the container ends with it.
+    assert "varnishd -F" in script and 'wait "$child"' in script
+
+
+def test_herd_start_script_is_valid_posix_sh(tmp_path):
+    import shutil
+    import subprocess
+    shell = shutil.which("dash") or shutil.which("sh")
+    assert shell is not None
+    path = tmp_path / "herd-start.sh"
+    path.write_text(herd.herd_start_script("a", "b"))
+    assert subprocess.run([shell, "-n", str(path)], capture_output=True).returncode == 0

@@ -108,6 +108,11 @@ def dial(role: str) -> str:
     return f"registry-stack-dev-{role}:{renderers.REGISTRY_PORT}"
 
 
+def herd_dial(cache_role: str) -> str:
+    """A cache's reads go through its herd tier (components/herd.py), which dials the cache."""
+    return f"registry-stack-dev-{cache_role}-herd:{renderers.HERD_PORT}"
+
+
 @pytest.fixture(scope="module")
 def unified() -> dict[str, Any]:
     return front(make(upstreams=UPSTREAMS, unifiedEndpoint=True))
@@ -120,7 +125,7 @@ def unified() -> dict[str, Any]:
 def test_each_upstream_host_reads_anonymously_from_its_own_cache_then_its_standby(unified, name, role) -> None:
     outcome = route(unified, f"{name}-cache.{DOMAIN}", "GET", "/v2/org/app/manifests/1")
     assert not outcome.authenticated
-    assert outcome.dials == [dial(role), dial(f"{role}-standby")]
+    assert outcome.dials == [herd_dial(role), dial(f"{role}-standby")]
     assert route(unified, f"{name}-cache.{DOMAIN}", "PUT", "/v2/org/app/manifests/1").error == (405, "UNSUPPORTED")
 
 
@@ -182,7 +187,7 @@ def test_unified_refuses_pushes_of_names_that_belong_to_an_upstream(unified, nam
 @pytest.mark.parametrize("method", READS)
 def test_unified_pulls_of_an_upstream_namespace_go_to_its_cache_without_the_prefix(unified, prefix, role, method):
     outcome = route(unified, UNIFIED, method, f"/v2/{prefix}/org/app/manifests/1")
-    assert outcome.dials == [dial(role), dial(f"{role}-standby")]
+    assert outcome.dials == [herd_dial(role), dial(f"{role}-standby")]
     assert outcome.path == "/v2/org/app/manifests/1"
     assert outcome.on_404 == []
 
@@ -193,7 +198,7 @@ def test_unified_pulls_of_an_upstream_namespace_go_to_its_cache_without_the_pref
 def test_unified_other_pulls_ask_the_build_registry_first_then_docker_hubs_cache(unified, path) -> None:
     outcome = route(unified, UNIFIED, "GET", path)
     assert outcome.dials == [dial("build")] and outcome.path == path
-    assert outcome.on_404 == [dial("cache"), dial("cache-standby")]
+    assert outcome.on_404 == [herd_dial("cache"), dial("cache-standby")]
 
 
 def test_unified_without_a_docker_hub_upstream_serves_the_build_registry_only() -> None:

@@ -59,7 +59,8 @@ def test_the_verification_runs_to_completion_on_the_stacks_network_after_every_c
     waits_for = {urn.rpartition("::")[2] for urn in container.options["dependencies"]}
     services = {r.name for r in declaration.of_type(CONTAINER) if r is not container}
     assert services == {
-        "registry-build", "registry-cache", "registry-cache-standby", "registry-agent", "registry-front",
+        "registry-build", "registry-cache", "registry-cache-standby", "registry-cache-herd", "registry-agent",
+        "registry-front",
     }
     assert services <= waits_for
     assert container.options["deleteBeforeReplace"] is True  # its name is fixed
@@ -85,6 +86,8 @@ def test_caches_do_not_wait_for_health_the_others_do() -> None:
         f"{prefix}cache": False, f"{prefix}ghcr-cache": False,  # restart policy, not a wait
         f"{prefix}cache-standby": True, f"{prefix}ghcr-cache-standby": True,
         f"{prefix}agent": True,
+        # the herd tiers start once their cache's name resolves: no wait either
+        f"{prefix}cache-herd": False, f"{prefix}ghcr-cache-herd": False,
     }
     assert declaration.containers[f"{prefix}cache"].plain_inputs["restart"] == "unless-stopped"
 
@@ -155,7 +158,7 @@ def test_a_stack_that_does_not_serve_fails_the_update_naming_what_and_points_no_
     assert "Every pulumi up checks again" in message
     # The DaemonMirror waits for a passing verification: it never reaches the provider.
     assert COMMAND not in mocks.created
-    assert mocks.created.count(CONTAINER) == 6  # build, cache, standby, agent, front, verify
+    assert mocks.created.count(CONTAINER) == 7  # build, cache, standby, herd, agent, front, verify
 
 
 def test_a_passing_verification_lets_the_daemon_mirror_go_ahead() -> None:
