@@ -42,7 +42,7 @@ def test_cache_only_needs_no_users_and_serves_pulls(
     overrides = {"enableBuild": False, "users": []}
     with realized_stack(docker_client, stack="e2e-cache-only", overrides=overrides) as (stack, upstream):
         assert upstream is not None
-        assert _running_roles(docker_client, stack.stack) == {"cache", "cache-standby", "front"}
+        assert _running_roles(docker_client, stack.stack) == {"cache", "cache-standby", "cache-herd", "agent", "front"}
         assert stack.outputs["buildUrl"] == "" and stack.outputs["dockerLogin"] == ""
 
         push_unique_image(docker_cli, f"{upstream.local_address}/library/only-cache:1")
