@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the cache and the front cost and save, measured side by side in one run.
 
-    sudo python3 bench/run.py [--link-mbit 80] [--big-mib 500] [--herd 10] [--reps 3] [--json FILE]
+    sudo python3 bench/run.py [--link-mbit 80] [--big-mib 500] [--herd 10 50] [--aggregate 16]
+                              [--reps 3] [--legs pulls,big,herd,auth,aggregate] [--json FILE]
 
 Realizes the dev stack exactly as the program declares it (testbed/stack.py
 `realized_stack`, the same path as the e2e suite) on the local Docker engine, with a
@@ -16,10 +17,17 @@ and prints, from this one run:
   (b) cold pull through the cache vs direct from the throttled upstream;
   (c) push and pull of a large layer through the TLS front vs direct to the build
       registry's container address, with the CPU time of front and registry;
-  (d) N concurrent cold pulls of one image: how often the cache fetched each blob
-      from the upstream (the origin registry's access log);
+  (c) also against baselines of what TLS allows here: the same file from Caddy file_server
+      (pull) and the registry itself on TLS (push), with the same client;
+  (d) N concurrent cold pulls of one image (N = 10 and 50 by default): how often the cache
+      fetched each blob from the upstream (the origin registry's access log), the herd's wall
+      time against one cold pull alone, and when the waiting clients got their first byte;
   (e) what one authenticated request costs at the front (dockerd opens a new connection
       for every registry request), and a `docker push` + `docker pull` through it.
+  (f) 16 concurrent warm pulls of a 100 MiB image through the front: total MB/s, p50/p95 and
+      CPU per GB of the front, the cache and its herd tier (to size a host).
+
+`--legs pulls,big,herd,auth,aggregate` picks legs; `--herd 10 50` the herd sizes.
 
 Pulls are HTTP pulls (testbed/registry_http.py: manifest, then every blob, digests
 checked); see its docstring for why not `docker pull`. Needs root (like the e2e suite:
@@ -568,12 +576,20 @@ def measure_herd(bench: Bench, clients: int) -> dict[str, Any]:
     wall = time.monotonic() - started
     wait_until_cached(bench, repository, image)
     fetches = origin_blob_fetches(bench, repository)
+    # The same herd again, now warm: what this machine's CPUs and this one Python client allow
+    # for N pulls at once (TLS, digests), with no upstream in the way.
+    barrier = threading.Barrier(clients)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(lambda _: one_pull(), range(clients)))
+    warm_wall = time.monotonic() - started
     link_bytes = sum(fetches[blob.digest] * blob.size for blob in image.blobs)
     first_bytes = [pull.first_byte_s for pull in pulls]
     return {
         "clients": clients, "image_mib": sum(HERD_LAYER_MIB), "wall_s": round(wall, 2),
         "one_cold_pull_s": round(alone.seconds, 2),
         "wall_over_one_cold_pull": round(wall / alone.seconds, 2),
+        "warm_herd_wall_s": round(warm_wall, 2),
         "slowest_pull_s": round(max(pull.seconds for pull in pulls), 2),
         "fetches_per_blob": {blob.digest[:19]: fetches[blob.digest] for blob in image.blobs},
         "fetches_per_blob_one_client": [alone_fetches[blob.digest] for blob in alone_image.blobs],
@@ -710,7 +726,8 @@ def _report_herd(herd: dict[str, Any]) -> list[str]:
         f"blob {list(herd['fetches_per_blob'].values())} (one client alone: {herd['fetches_per_blob_one_client']}); "
         f"upstream bytes = {herd['upstream_bytes_over_image_bytes']}x the image",
         f"    herd wall {herd['wall_s']}s, one cold pull alone {herd['one_cold_pull_s']}s -> herd/one = "
-        f"{herd['wall_over_one_cold_pull']}; first byte of the {herd['largest_layer_mib']} MiB layer after "
+        f"{herd['wall_over_one_cold_pull']} (the same herd warm: {herd['warm_herd_wall_s']}s); first byte of the "
+        f"{herd['largest_layer_mib']} MiB layer after "
         f"p50 {herd['first_byte_s_p50']}s, p95 {herd['first_byte_s_p95']}s, max {herd['first_byte_s_max']}s "
         f"(one client alone: {herd['first_byte_s_one_client']}s)",
     ]
