@@ -81,7 +81,7 @@ from testbed.registry_http import (  # noqa: E402
     synthetic_image,
 )
 from testbed.stack import RealizedStack, e2e_values, realized_stack  # noqa: E402
-from testbed.upstreams import StandinUpstream  # noqa: E402
+from testbed.upstreams import StandinUpstream, create_with_files  # noqa: E402
 
 MIB = 2**20
 LINK_ALIAS = "throttled-upstream"
@@ -204,18 +204,10 @@ def _front_tls_files(bench: Bench) -> dict[str, bytes]:
 
 def _start_with_files(bench: Bench, name: str, image: str, files: dict[str, bytes], **kwargs: Any) -> Baseline:
     port = free_port()
-    container = bench.client.containers.create(
-        image, name=f"registry-stack-{bench.stack.stack}-{name}", ports={"443/tcp": ("127.0.0.1", port)},
-        labels={"registry-stack.bench": name}, detach=True, **kwargs,
+    container = create_with_files(
+        bench.client, image, files, name=f"registry-stack-{bench.stack.stack}-{name}",
+        ports={"443/tcp": ("127.0.0.1", port)}, labels={"registry-stack.bench": name}, **kwargs,
     )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    container.put_archive("/", buffer.getvalue())
-    container.start()
     return Baseline(container, port)
 
 

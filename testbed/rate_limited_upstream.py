@@ -30,7 +30,7 @@ from typing import Any
 import docker
 
 from testbed import E2E_STACK_LABEL, images
-from testbed.upstreams import StandinUpstream, _create_with_files, start_standin_upstream
+from testbed.upstreams import StandinUpstream, create_with_files, start_standin_upstream
 
 MODES = ("open", "pull-limit", "overall")
 PULL_LIMIT_MESSAGE = (
@@ -117,7 +117,7 @@ def start_rate_limited_upstream(
         f"/etc/caddy/{mode}.json": json.dumps(caddy_config(mode, f"{alias}-origin:5000")).encode()
         for mode in MODES
     }
-    _create_with_files(
+    create_with_files(
         client, images.CADDY.tag, configs, name=front_name, network=network,
         networking_config={network: {"Aliases": [alias]}},
         command=["caddy", "run", "--config", "/etc/caddy/open.json"],

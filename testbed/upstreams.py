@@ -118,7 +118,8 @@ def signed_pull_token(repositories: list[str], subject: str) -> tuple[str, str]:
     return f"{signing_input}.{_b64url(signature)}", cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _create_with_files(client: docker.DockerClient, image: str, files: dict[str, bytes], **kwargs: Any) -> Any:
+def create_with_files(client: docker.DockerClient, image: str, files: dict[str, bytes], **kwargs: Any) -> Any:
+    """A started container of `image` with `files` (path -> bytes) put in before it starts."""
     container = client.containers.create(image, detach=True, **kwargs)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -155,7 +156,7 @@ def start_token_auth_upstream(
             ]}],
         }}}},
     }
-    _create_with_files(
+    create_with_files(
         client, images.CADDY.tag, {"/etc/caddy/caddy.json": json.dumps(caddy).encode()},
         name=f"{prefix}-token", labels=owner, network=network,
         networking_config={network: {"Aliases": [f"{alias}-token"]}},
@@ -169,7 +170,7 @@ def start_token_auth_upstream(
         }},
     }
     volumes = {volume.name: {"bind": "/var/lib/registry", "mode": "rw"}}
-    _create_with_files(
+    create_with_files(
         client, images.REGISTRY.tag,
         {"/etc/docker/registry/config.yml": json.dumps(protected).encode(),
          "/etc/docker/registry/token.crt": token_cert.encode()},
@@ -177,7 +178,7 @@ def start_token_auth_upstream(
     )
     seed_port = free_port()
     seed = {"version": 0.1, "storage": storage, "http": {"addr": ":5000"}}
-    _create_with_files(
+    create_with_files(
         client, images.REGISTRY.tag, {"/etc/docker/registry/config.yml": json.dumps(seed).encode()},
         name=f"{prefix}-seed", labels=owner, ports={"5000/tcp": ("127.0.0.1", seed_port)}, volumes=volumes,
     )
