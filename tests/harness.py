@@ -535,3 +535,31 @@ def tls_server(config: dict[str, Any]) -> dict[str, Any]:
     tls_servers = [s for s in config["apps"]["http"]["servers"].values() if ":443" in s["listen"]]
     assert len(tls_servers) == 1, "one TLS listener serves every hostname"
     return tls_servers[0]
+
+
+def refusal_before_any_registration(program: Callable[[], None]) -> str:
+    """Run `program` under mocks; it must raise ConfigError before one resource registers.
+
+    Returns the error's message. The check that nothing registered is what makes "refused
+    before any resource is created" a tested promise, not a hope."""
+    global CapturingMonitor  # declare() builds its monitor from this module name
+    from components.config_schema import ConfigError
+
+    monitors: list[CapturingMonitor] = []
+
+    class Recording(CapturingMonitor):
+        def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+            super().__init__(mocks)
+            monitors.append(self)
+
+    original, CapturingMonitor = CapturingMonitor, Recording  # type: ignore[misc]
+    try:
+        declare({}, program=program)
+    except ConfigError as caught:
+        message = str(caught)
+    else:
+        raise AssertionError("the program was not refused")
+    finally:
+        CapturingMonitor = original  # type: ignore[misc]
+    assert monitors and monitors[0].registrations == [], "refused before anything registers"
+    return message

@@ -61,14 +61,16 @@ def test_tls_args_share_the_config_keys_descriptions():
     assert not properties["hostnames"].optional
 
 
-def _registry_stack(args: dict[str, Any]) -> harness.Declaration:
-    """A program of its own that uses RegistryStack through its args, run under mocks."""
-    def program() -> None:
-        stack = RegistryStack("registry", args)  # type: ignore[arg-type]
-        pulumi.export("cacheUrl", stack.cache_url)
-        pulumi.export("hostnames", stack.hostnames)
+def _registry_stack_program(args: dict[str, Any]) -> None:
+    """A program of its own that uses RegistryStack through its args."""
+    stack = RegistryStack("registry", args)  # type: ignore[arg-type]
+    pulumi.export("cacheUrl", stack.cache_url)
+    pulumi.export("hostnames", stack.hostnames)
 
-    return harness.declare({}, program=program)
+
+def _registry_stack(args: dict[str, Any]) -> harness.Declaration:
+    """That program, run under mocks."""
+    return harness.declare({}, program=lambda: _registry_stack_program(args))
 
 
 def _fingerprint(declaration: harness.Declaration) -> list[tuple[str, str, str, str]]:
@@ -104,21 +106,8 @@ def test_integers_from_other_languages_arrive_as_floats_and_are_accepted():
     ],
 )
 def test_bad_args_are_refused_before_anything_registers(args, message):
-    monitors: list[harness.CapturingMonitor] = []
-
-    class Recording(harness.CapturingMonitor):
-        def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-            super().__init__(mocks)
-            monitors.append(self)
-
-    original, harness.CapturingMonitor = harness.CapturingMonitor, Recording  # type: ignore[misc]
-    try:
-        with pytest.raises(ConfigError) as caught:
-            _registry_stack(args)
-    finally:
-        harness.CapturingMonitor = original  # type: ignore[misc]
-    assert str(caught.value).startswith(message), str(caught.value)
-    assert monitors and monitors[0].registrations == []
+    refusal = harness.refusal_before_any_registration(lambda: _registry_stack_program(args))
+    assert refusal.startswith(message), refusal
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pulumi.provider.experimental.analyzer import Analyzer, PropertyType
 
 from components.args import DaemonMirrorArgs, MirroredCacheArgs
-from components.config_schema import ConfigError
 from components.daemon_mirror import DaemonMirror
 from tests import harness
 
@@ -104,21 +103,7 @@ def test_a_daemon_mirror_from_its_args_alone_declares_what_registry_stack_declar
 
 
 def _refused(args: dict[str, Any]) -> str:
-    monitors: list[harness.CapturingMonitor] = []
-
-    class Recording(harness.CapturingMonitor):
-        def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-            super().__init__(mocks)
-            monitors.append(self)
-
-    original, harness.CapturingMonitor = harness.CapturingMonitor, Recording  # type: ignore[misc]
-    try:
-        with pytest.raises(ConfigError) as caught:
-            harness.declare({}, program=lambda: DaemonMirror("m", args) and None)  # type: ignore[arg-type]
-    finally:
-        harness.CapturingMonitor = original  # type: ignore[misc]
-    assert monitors and monitors[0].registrations == [], "refused before anything registers"
-    return str(caught.value)
+    return harness.refusal_before_any_registration(lambda: DaemonMirror("m", args) and None)  # type: ignore[arg-type]
 
 
 CACHES = [{"upstreamUrl": "https://registry-1.docker.io", "cacheUrl": "https://docker-cache.example.internal"}]
