@@ -35,6 +35,8 @@ class Upstream:
     username: str = ""
     password: Secret | None = None
     ttl: str = ""
+    # Pinned references in this cache (components/pins.py), filled from `prewarm`.
+    pins: tuple[str, ...] = ()
 
     @property
     def has_credentials(self) -> bool:

@@ -127,3 +127,11 @@ def test_cache_url_and_daemon_mirror_use_the_same_primary_cache() -> None:
     urns = command.options["dependencies"]
     containers = {urn.rsplit("::", 1)[-1] for urn in urns if "docker:index/container:Container" in urn}
     assert containers == {"registry-cache", "registry-front", "registry-verify"}
+
+
+def test_pins_file_round_trips_sorted_unique_references() -> None:
+    from components import pins
+
+    text = pins.pins_file(["library/busybox@sha256:" + "a" * 64, "library/alpine:3.20", "library/alpine:3.20"])
+    assert pins.parse_pins_file(text) == ("library/alpine:3.20", "library/busybox@sha256:" + "a" * 64)
+    assert text.startswith("#")
