@@ -51,7 +51,9 @@ def agent_dial(settings: Settings) -> str:
 
 def storage_views(settings: Settings) -> dict[str, str]:
     """Volume role -> where the agent mounts it read-only: each registry's storage, the access log."""
-    views = {naming.BUILD: f"{STORAGE_DIR}/{naming.BUILD}"} if settings.enable_build else {}
+    # A build registry in a bucket, or on another swarm node, has no storage to mount here.
+    has_build_volume = settings.enable_build and settings.front_sees_build_storage
+    views = {naming.BUILD: f"{STORAGE_DIR}/{naming.BUILD}"} if has_build_volume else {}
     views.update({u.role: f"{STORAGE_DIR}/{u.role}" for u in settings.caches})
     if settings.metrics_port:
         views[metrics.LOGS_ROLE] = metrics.LOG_DIR

@@ -62,6 +62,26 @@ class RegistryStackArgs(TypedDict):
     )
     network: NotRequired[pulumi.Input[str]]
     """Name of an existing Docker network to join; empty means the stack creates registry-stack-<stack>."""
+    orchestrator: NotRequired[pulumi.Input[str]]
+    (
+        "docker (one Docker host, containers) or swarm (a Docker Swarm: services on swarmNodes, the build "
+        "registry replicated on buildStorage; README \"More than one host\")."
+    )
+    swarmNodes: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
+    (
+        "Swarm nodes (hostnames as `docker node ls` shows them) that each run a front with host-mode "
+        "ports, the caches and the agent on node-local volumes; required when orchestrator is swarm."
+    )
+    buildReplicas: NotRequired[pulumi.Input[int]]
+    """Tasks of the build registry (orchestrator swarm); more than 1 needs buildStorage."""
+    buildStorage: NotRequired[pulumi.Input[str]]
+    (
+        "Object storage of the build registry, as "
+        "\"s3://<bucket>[/<prefix>]?region=<region>[&endpoint=<URL of an S3-compatible store>]\"; empty "
+        "means a volume (in swarm mode on swarmNodes[0])."
+    )
+    buildStorageCredentials: NotRequired[pulumi.Input[str]]
+    """(secret) "<accessKey>:<secretKey>" for buildStorage; empty means the host's own (IAM role)."""
     upstreams: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
     (
         "Registries to cache, as \"name=URL\" with an optional \";ttl=168h\" (registry 3.x only); each gets "

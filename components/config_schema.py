@@ -153,6 +153,20 @@ KEYS: tuple[Key, ...] = (
         "(pushed images, ACME account and certificates)."),
     Key("network", "string", "",
         "Name of an existing Docker network to join; empty means the stack creates registry-stack-<stack>."),
+    Key("orchestrator", "string", "docker",
+        'docker (one Docker host, containers) or swarm (a Docker Swarm: services on swarmNodes, the build registry '
+        'replicated on buildStorage; README "More than one host").'),
+    _array("swarmNodes", [],
+           "Swarm nodes (hostnames as `docker node ls` shows them) that each run a front with host-mode ports, "
+           "the caches and the agent on node-local volumes; required when orchestrator is swarm."),
+    Key("buildReplicas", "integer", 1,
+        "Tasks of the build registry (orchestrator swarm); more than 1 needs buildStorage.", minimum=1, maximum=32),
+    Key("buildStorage", "string", "",
+        'Object storage of the build registry, as "s3://<bucket>[/<prefix>]?region=<region>[&endpoint=<URL of an '
+        'S3-compatible store>]"; empty means a volume (in swarm mode on swarmNodes[0]).'),
+    Key("buildStorageCredentials", "string", "",
+        '"<accessKey>:<secretKey>" for buildStorage; empty means the host\'s own (IAM role).', secret=True,
+        example="'<accessKey>:<secretKey>'"),
     _array("upstreams", ["docker=https://registry-1.docker.io"],
            'Registries to cache, as "name=URL" with an optional ";ttl=168h" (registry 3.x only); each gets '
            "the hostname <name>-cache.<domain>, and the one named docker is the Docker Hub mirror for daemons."),

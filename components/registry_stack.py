@@ -148,7 +148,7 @@ class RegistryStack(pulumi.ComponentResource):
         registry_image = self._image("registry-image", settings.registry_image)
         major = settings.registry_major_version
         if settings.enable_build:
-            build_config = renderers.registry_config("build", major)
+            build_config = build_registry_config(settings)
             self.containers["build"] = self._registry("build", registry_image, network, build_config)
         for upstream in settings.caches:
             config = self._cache_config(upstream, major)
@@ -255,7 +255,8 @@ class RegistryStack(pulumi.ComponentResource):
             network=network,
             aliases=[settings.names.container(role)],
             uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
-            volumes=[self._data_volume(data_of or role)],
+            # A build registry in a bucket has no volume.
+            volumes=[] if role == "build" and settings.topology.build_storage else [self._data_volume(data_of or role)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
             envs=[f"{key}={value}" for key, value in sorted(renderers.registry_environment(major).items())],
         )
@@ -375,7 +376,10 @@ class RegistryStack(pulumi.ComponentResource):
     def _registry_storage_views(self) -> list[docker.ContainerVolumeArgs]:
         """The build's and each cache's storage, read-only in the front: it sends stored blobs
         itself (renderers._stored_blob_route). The same volumes, so nothing is stored twice."""
-        roles = (["build"] if self._settings.enable_build else []) + [u.role for u in self._settings.caches]
+        settings = self._settings
+        roles = (["build"] if settings.enable_build and settings.front_sees_build_storage else []) + [
+            u.role for u in settings.caches
+        ]
         return [
             docker.ContainerVolumeArgs(
                 volume_name=volume.volume_name, host_path=volume.host_path,
@@ -461,6 +465,17 @@ class RegistryStack(pulumi.ComponentResource):
     @staticmethod
     def _label(label: str, value: str, args_type: Callable[..., _LabelArgs]) -> _LabelArgs:
         return args_type(label=label, value=value)
+
+
+def build_registry_config(settings: Settings) -> pulumi.Input[str]:
+    """The build registry's config.yml; a secret when it carries the bucket's secret key."""
+    major = settings.registry_major_version
+    storage = settings.topology.build_storage
+    if storage is None or storage.secret_key is None:
+        return renderers.registry_config("build", major, storage=storage)
+    return _secret(storage.secret_key).apply(
+        lambda secret_key: renderers.registry_config("build", major, storage=storage, storage_secret_key=secret_key)
+    )
 
 
 def _tls_args(settings: Settings) -> TlsArgs:

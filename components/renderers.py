@@ -20,6 +20,7 @@ import bcrypt
 from . import agent, metrics, naming
 from .herd import HERD_PORT
 from .settings import Settings, Upstream
+from .swarm_settings import S3Storage
 
 REGISTRY_PORT = 5000
 REGISTRY_DEBUG_PORT = 5001
@@ -76,8 +77,13 @@ def registry_config(
     upstream_url: str = "",
     credentials: ProxyCredentials | None = None,
     ttl: str = "",
+    storage: S3Storage | None = None,
+    storage_secret_key: str = "",
 ) -> str:
     """config.yml for the build (push), cache (proxy) or standby registry.
+
+    `storage` puts the build registry into a bucket (`storage_secret_key` is its secret key,
+    revealed only here, so the config is a secret wherever it carries one).
 
     The standby is a read-only, non-proxy registry on the cache's storage: it serves what
     the cache holds while the cache cannot run (distribution 2.8 in proxy mode refuses to
@@ -109,6 +115,10 @@ def registry_config(
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
+    if storage is not None:
+        if role != "build":
+            raise ValueError("only the build registry keeps its data in a bucket")
+        config["storage"] = _s3_storage(storage, storage_secret_key, major_version)
     if role == "standby":
         config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
     if role == "cache":
@@ -124,6 +134,40 @@ def registry_config(
             proxy["ttl"] = ttl
         config["proxy"] = proxy
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def _s3_storage(storage: S3Storage, secret_key: str, major_version: int) -> dict[str, Any]:
+    """distribution's `s3` driver (docs/content/storage-drivers/s3.md of distribution/distribution).
+
+    - `regionendpoint` is an S3-compatible store's URL; 3.x then needs `forcepathstyle: true`
+      (its docs: "from version 3+ required", distribution issue 4528), 2.x uses path style
+      whenever `regionendpoint` is set and has no such key;
+    - `redirect.disable`: by default the registry answers a blob GET with a redirect to a
+      pre-signed URL of the store, which a client reaches only if it can reach the store;
+      streamed through the registry instead, the store stays private to the stack;
+    - `secure` follows the endpoint's scheme; `v4auth` is the default of 3.x, explicit for 2.x.
+    """
+    s3: dict[str, Any] = {
+        "bucket": storage.bucket,
+        "region": storage.region,
+        "secure": storage.secure,
+        "v4auth": True,
+    }
+    if storage.endpoint:
+        s3["regionendpoint"] = storage.endpoint
+        if major_version >= 3:
+            s3["forcepathstyle"] = True
+    if storage.prefix:
+        s3["rootdirectory"] = f"/{storage.prefix}"
+    if storage.access_key:
+        s3["accesskey"] = storage.access_key
+        s3["secretkey"] = secret_key
+    return {
+        "s3": s3,
+        "delete": {"enabled": True},
+        "cache": {"blobdescriptor": "inmemory"},
+        "redirect": {"disable": True},
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +329,8 @@ def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> li
     # only after /v2/ has challenged it.
     return [
         {"handle": [_authenticate(hashed_users)]},
-        _stored_blob_route("build"),
+        # Only a build registry on a volume of the front's own host has files the front can send.
+        *([_stored_blob_route("build")] if settings.front_sees_build_storage else []),
         {"handle": [_reverse_proxy(_dial(settings, "build"))]},
     ]
 

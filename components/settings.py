@@ -26,6 +26,7 @@ from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
 from .mirror_settings import PLACEHOLDER_KEY, MirrorSettings, read_mirror_settings
 from .secret import Secret
 from .stack_config import check_stack_config
+from .swarm_settings import Topology, read_topology
 from .upstreams import DOCKER_HUB_URL, Upstream, parse_credentials, parse_upstreams
 
 __all__ = [
@@ -110,6 +111,8 @@ class Settings:
     # The metrics endpoint (components/metrics.py): host port (0: none) and who may read it.
     metrics_port: int = 0
     metrics_client_networks: tuple[str, ...] = ()
+    # One Docker host (containers) or a swarm (services), and the build registry's storage.
+    topology: Topology = field(default_factory=Topology)
     # Secret keys passed as Outputs (secrets from a program in another language): their value
     # is known only at apply time, where `users_of` / `credentials_of` check it.
     deferred: Mapping[str, pulumi.Output[Any]] = field(default_factory=dict)
@@ -118,6 +121,11 @@ class Settings:
     def names(self) -> naming.Names:
         """Every name of this stack's Docker objects and registries (components/naming.py)."""
         return naming.Names(self.stack, self.domain, self.https_port)
+
+    @property
+    def front_sees_build_storage(self) -> bool:
+        """The build registry's storage is a volume on the front's host (not a bucket, not a swarm)."""
+        return self.topology.build_storage is None and not self.topology.is_swarm
 
     @property
     def prefix(self) -> str:
@@ -237,6 +245,10 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         agent_image=_image("agentImage", read("agentImage")),
         metrics_port=read("metricsPort"),
         metrics_client_networks=_networks("metricsClientNetworks", read("metricsClientNetworks")),
+        topology=read_topology(
+            read("orchestrator"), read("swarmNodes"), read("buildReplicas"), read("buildStorage"),
+            read("buildStorageCredentials"),
+        ),
         deferred=deferred,
     )
     _check_combinations(settings)
@@ -367,8 +379,18 @@ def _check_metrics(settings: Settings) -> None:
         )
 
 
+def _check_swarm(settings: Settings) -> None:
+    if settings.topology.is_swarm and settings.data_path:
+        raise ConfigError(
+            f"{ref('dataPath')}={settings.data_path!r} names folders of one host, but {ref('orchestrator')}=swarm "
+            "keeps each node's data in that node's named volumes (the build registry's in buildStorage): "
+            "remove dataPath"
+        )
+
+
 def _check_combinations(settings: Settings) -> None:
     _check_metrics(settings)
+    _check_swarm(settings)
     if settings.unified_endpoint and not settings.enable_build:
         raise ConfigError(
             f"{PROJECT}:unifiedEndpoint is true but {PROJECT}:enableBuild is false: the unified "
