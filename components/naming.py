@@ -87,6 +87,9 @@ class Names:
     stack: str
     domain: str
     https_port: int = HTTPS_DEFAULT_PORT
+    # Swarm mode: the node whose services these names are (its front, caches, agent); the
+    # build registry is one service for every node. Empty on one Docker host.
+    node: str = ""
 
     @property
     def prefix(self) -> str:
@@ -99,7 +102,12 @@ class Names:
         return self.prefix
 
     def container(self, role: str) -> str:
-        """A container's name, which is also its hostname and its alias on the network."""
+        """A container's (or service's) name, which is also its hostname and its alias on the network.
+
+        In swarm mode every role but the build registry is bound to a node: `...-<role>-<node>`.
+        """
+        if self.node and role != BUILD:
+            return f"{self.prefix}-{role}-{self.node}"
         return f"{self.prefix}-{role}"
 
     def volume(self, role: str) -> str:

@@ -27,6 +27,7 @@ from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
 from .settings import Settings, Upstream, credentials_of, settings_from_values, users_of
+from .swarm import SwarmServices
 from .tls import Tls
 from .verification import Verification
 
@@ -79,6 +80,10 @@ class RegistryStack(pulumi.ComponentResource):
         self._volumes: dict[str, docker.ContainerVolumeArgs] = {}
         self.tls: Tls | None = None
         self.verification: Verification | None = None
+        self.swarm: SwarmServices | None = None
+        self._salt: random.RandomId | None = None
+        # What serves the primary cache in swarm mode (its first node's cache and front).
+        self.serving_resources: list[pulumi.Resource] = []
 
         if not settings.any_registry:
             pulumi.log.info(
@@ -103,7 +108,7 @@ class RegistryStack(pulumi.ComponentResource):
         # annotation, so the component package's schema does not list it as an output.
         self.primary_cache_resources: tuple[pulumi.Resource, ...] = tuple(
             self.containers[role] for role in serving if role in self.containers
-        )
+        ) + tuple(self.serving_resources)
         self.ca_cert_pem = pulumi.Output.from_input(self.tls.ca_cert_pem if self.tls else None)
         self.hostnames = pulumi.Output.from_input(list(settings.hostnames))
         self.hosts_line = pulumi.Output.from_input(renderers.hosts_line(settings))
@@ -143,6 +148,9 @@ class RegistryStack(pulumi.ComponentResource):
     # -- structure ------------------------------------------------------------------------
 
     def _create_registries_and_front(self) -> None:
+        if self._settings.topology.is_swarm:
+            self._create_swarm_services()
+            return
         settings = self._settings
         network = self._network_name()
         registry_image = self._image("registry-image", settings.registry_image)
@@ -179,6 +187,42 @@ class RegistryStack(pulumi.ComponentResource):
             after=list(self.containers.values()),
             parent=self,
         )
+
+    def _create_swarm_services(self) -> None:
+        """orchestrator=swarm: the same files, as services on the nodes (components/swarm.py)."""
+        settings = self._settings
+        self.tls = Tls(f"{self._name}-tls", _tls_args(settings), opts=self._child)
+        self.swarm = SwarmServices(
+            self._name, settings, self,
+            front_config=self._front_config,
+            cache_config=lambda upstream: self._cache_config(upstream, settings.registry_major_version),
+            build_config=build_registry_config(settings),
+            tls_files=self._tls_files(),
+        )
+        services = self.swarm.services
+        primary = naming.primary(settings.caches)
+        first = settings.topology.nodes[0]
+        self.serving_resources = [
+            services[key] for key in (f"{primary.role}-{first}", f"{naming.FRONT}-{first}")
+        ] if primary else []
+        self.verification = Verification(
+            self._name, settings, self._image("registry-image", settings.registry_image), self.swarm.network,
+            labels=[
+                self._label(LABEL_STACK, settings.stack, docker.ContainerLabelArgs),
+                self._label(LABEL_ROLE, "verify", docker.ContainerLabelArgs),
+            ],
+            after=list(services.values()),
+            parent=self,
+        )
+
+    def _tls_files(self) -> dict[str, pulumi.Input[str]]:
+        """The front's certificate and key (self-signed mode), by their path in the front."""
+        assert self.tls is not None
+        files: dict[str, pulumi.Input[str]] = {}
+        if self.tls.cert_pem is not None and self.tls.private_key_pem is not None:
+            files[renderers.FRONT_CERT_PATH] = self.tls.cert_pem
+            files[renderers.FRONT_KEY_PATH] = self.tls.private_key_pem
+        return files
 
     def _network_name(self) -> pulumi.Input[str]:
         settings = self._settings
@@ -342,10 +386,8 @@ class RegistryStack(pulumi.ComponentResource):
         settings = self._settings
         assert self.tls is not None
         image = self._image("front-image", settings.front_image)
-        uploads = [docker.ContainerUploadArgs(file=renderers.FRONT_CONFIG_PATH, content=self._front_config())]
-        if self.tls.cert_pem is not None and self.tls.private_key_pem is not None:
-            uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_CERT_PATH, content=self.tls.cert_pem))
-            uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_KEY_PATH, content=self.tls.private_key_pem))
+        uploads = [docker.ContainerUploadArgs(file=renderers.FRONT_CONFIG_PATH, content=self._front_config(settings))]
+        uploads += [docker.ContainerUploadArgs(file=path, content=text) for path, text in self._tls_files().items()]
         if settings.tls.acme_trusted_root_pem:
             root = settings.tls.acme_trusted_root_pem
             uploads.append(docker.ContainerUploadArgs(file=renderers.FRONT_ACME_ROOT_PATH, content=root))
@@ -388,12 +430,11 @@ class RegistryStack(pulumi.ComponentResource):
             for role, volume in ((role, self._data_volume(role)) for role in roles)
         ]
 
-    def _front_config(self) -> pulumi.Input[str]:
-        settings = self._settings
+    def _front_config(self, settings: Settings) -> pulumi.Input[str]:
+        """caddy.json of the front that `settings` describe (the stack's, or one swarm node's)."""
         if not settings.enable_build:
             return renderers.front_config(settings, [])
-        # A per-stack seed kept in state makes the bcrypt salts stable across runs.
-        seed = random.RandomId(f"{self._name}-auth-salt", byte_length=16, opts=self._child)
+        seed = self._auth_salt()
         if "users" in settings.deferred:
             # Passed as an Output (a secret from another language): checked when known, and
             # the config made of it stays a secret.
@@ -413,6 +454,12 @@ class RegistryStack(pulumi.ComponentResource):
                 ],
             )
         )
+
+    def _auth_salt(self) -> random.RandomId:
+        """A per-stack seed kept in state makes the bcrypt salts stable across runs (one for every front)."""
+        if self._salt is None:
+            self._salt = random.RandomId(f"{self._name}-auth-salt", byte_length=16, opts=self._child)
+        return self._salt
 
     def _container(
         self,

@@ -113,6 +113,8 @@ class Settings:
     metrics_client_networks: tuple[str, ...] = ()
     # One Docker host (containers) or a swarm (services), and the build registry's storage.
     topology: Topology = field(default_factory=Topology)
+    # Swarm mode: the node these settings render for (`for_node`); empty for the whole stack.
+    node: str = ""
     # Secret keys passed as Outputs (secrets from a program in another language): their value
     # is known only at apply time, where `users_of` / `credentials_of` check it.
     deferred: Mapping[str, pulumi.Output[Any]] = field(default_factory=dict)
@@ -120,7 +122,17 @@ class Settings:
     @property
     def names(self) -> naming.Names:
         """Every name of this stack's Docker objects and registries (components/naming.py)."""
-        return naming.Names(self.stack, self.domain, self.https_port)
+        return naming.Names(self.stack, self.domain, self.https_port, self.node)
+
+    def for_node(self, node: str) -> Settings:
+        """The settings as one swarm node's services see them: its own front, caches and agent."""
+        return replace(self, node=node)
+
+    def scopes(self) -> tuple[Settings, ...]:
+        """What runs a front and caches: the whole stack on one host, or each swarm node."""
+        if self.topology.is_swarm:
+            return tuple(self.for_node(node) for node in self.topology.nodes)
+        return (self,)
 
     @property
     def front_sees_build_storage(self) -> bool:
@@ -380,7 +392,20 @@ def _check_metrics(settings: Settings) -> None:
 
 
 def _check_swarm(settings: Settings) -> None:
-    if settings.topology.is_swarm and settings.data_path:
+    if not settings.topology.is_swarm:
+        return
+    if settings.tls.is_acme:
+        raise ConfigError(
+            f"{ref('tlsMode')}={settings.tls.mode!r} with {ref('orchestrator')}=swarm: each node's front would "
+            "order its own certificates and could not answer the challenges another node's front was given "
+            "(README \"More than one host\"). Use tlsMode self-signed in swarm mode for now"
+        )
+    if settings.bind_address != "0.0.0.0":
+        raise ConfigError(
+            f"{ref('bindAddress')}={settings.bind_address!r} with {ref('orchestrator')}=swarm: a swarm publishes "
+            "a host-mode port on every address of its node. Remove bindAddress (or firewall the node)"
+        )
+    if settings.data_path:
         raise ConfigError(
             f"{ref('dataPath')}={settings.data_path!r} names folders of one host, but {ref('orchestrator')}=swarm "
             "keeps each node's data in that node's named volumes (the build registry's in buildStorage): "
@@ -391,6 +416,7 @@ def _check_swarm(settings: Settings) -> None:
 def _check_combinations(settings: Settings) -> None:
     _check_metrics(settings)
     _check_swarm(settings)
+    _check_swarm_hostnames(settings)
     if settings.unified_endpoint and not settings.enable_build:
         raise ConfigError(
             f"{PROJECT}:unifiedEndpoint is true but {PROJECT}:enableBuild is false: the unified "
@@ -421,6 +447,21 @@ def _check_combinations(settings: Settings) -> None:
             f"{PROJECT}:httpPort={settings.http_port} but Let's Encrypt validates HTTP-01 "
             "challenges on port 80 only: set httpPort to 80 (or point acmeDirectoryUrl at your own CA)"
         )
+
+
+def _check_swarm_hostnames(settings: Settings) -> None:
+    """A node-bound service's name is `<prefix>-<role>-<node>`, also a hostname (63 characters at most)."""
+    for scoped in settings.scopes():
+        if not scoped.node:
+            continue
+        for role in [u.standby_role for u in scoped.caches] + [naming.FRONT]:
+            hostname = scoped.names.container(role)
+            if len(hostname) > MAX_HOSTNAME:
+                raise ConfigError(
+                    f"{ref('swarmNodes')} names node {scoped.node!r}, which makes the service hostname "
+                    f"{hostname!r} {len(hostname)} characters long, more than the {MAX_HOSTNAME} a hostname may "
+                    "have: use shorter node hostnames, upstream names or stack name"
+                )
 
 
 def _check_container_hostnames(settings: Settings) -> None:

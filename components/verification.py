@@ -83,17 +83,8 @@ def targets_for(settings: Settings) -> list[Target]:
             "build registry", f"http://{names.container('build')}{registry}", (200,),
             f"its log says why: docker logs {names.container('build')}",
         ))
-    for upstream in settings.caches:
-        targets.append(Target(
-            f"cache of {upstream.name} ({upstream.url})", f"http://{names.container(upstream.role)}{registry}", (200,),
-            f"a cache cannot start while {upstream.url} is unreachable (or refuses its credentials); it restarts "
-            f"by itself and serves once the upstream answers, and the standby serves what is cached meanwhile "
-            f"(docker logs {names.container(upstream.role)})",
-        ))
-        targets.append(Target(
-            f"standby of {upstream.name}", f"http://{names.container(upstream.standby_role)}{registry}", (200,),
-            f"docker logs {names.container(upstream.standby_role)}",
-        ))
+    for scoped in settings.scopes():  # the stack, or each swarm node's caches
+        targets += _cache_targets(scoped)
     authenticated = {settings.build_hostname, settings.unified_hostname}
     for hostname in settings.hostnames:
         # Basic auth answers 401 before it proxies; an anonymous cache read is 200, or 403
@@ -103,6 +94,26 @@ def targets_for(settings: Settings) -> list[Target]:
             f"front: https://{hostname}", f"https://{hostname}/v2/", accept,
             f"the front (TLS, routing) does not serve this name; in ACME modes the certificate may not be "
             f"issued yet ({front_logs})",
+        ))
+    return targets
+
+
+def _cache_targets(settings: Settings) -> list[Target]:
+    names = settings.names
+    registry = f":{renderers.REGISTRY_PORT}/v2/"
+    where = f" on {settings.node}" if settings.node else ""
+    targets = []
+    for upstream in settings.caches:
+        targets.append(Target(
+            f"cache of {upstream.name}{where} ({upstream.url})",
+            f"http://{names.container(upstream.role)}{registry}", (200,),
+            f"a cache cannot start while {upstream.url} is unreachable (or refuses its credentials); it restarts "
+            f"by itself and serves once the upstream answers, and the standby serves what is cached meanwhile "
+            f"(docker logs {names.container(upstream.role)})",
+        ))
+        targets.append(Target(
+            f"standby of {upstream.name}{where}", f"http://{names.container(upstream.standby_role)}{registry}", (200,),
+            f"docker logs {names.container(upstream.standby_role)}",
         ))
     return targets
 
