@@ -59,6 +59,10 @@ class Realized:
             try:
                 if kind == "container":
                     self.client.containers.get(name).remove(force=True)
+                elif kind == "service":  # swarm kinds (testbed/realize_swarm.py), by id
+                    self.client.services.get(name).remove()
+                elif kind in ("secret", "config"):
+                    getattr(self.client, f"{kind}s").get(name).remove()
                 elif kind == "volume" and not keep_volumes:
                     self.client.volumes.get(name).remove(force=True)
                 elif kind == "network":
@@ -177,11 +181,12 @@ class RealizingMocks(pulumi.runtime.Mocks):
     # -- docker ---------------------------------------------------------------------------
 
     def _network(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
-        _take(props, {"name", "driver", "labels"}, "Network")
+        _take(props, {"name", "driver", "labels", "attachable"}, "Network")
         existing = self.client.networks.list(names=[props["name"]])
         if self.update and existing:
             return existing[0].id, props
-        network = self.client.networks.create(props["name"], driver=props["driver"], labels=_labels(props))
+        network = self.client.networks.create(
+            props["name"], driver=props["driver"], labels=_labels(props), attachable=props.get("attachable"))
         self.realized.created.append(("network", props["name"]))
         self.realized.networks.append(props["name"])
         if self.on_network:

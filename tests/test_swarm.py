@@ -155,3 +155,22 @@ def test_a_volume_build_registry_is_bound_to_the_first_node():
     assert build["taskSpec"]["placement"]["constraints"] == ["node.hostname==node1"]
     assert build["taskSpec"]["containerSpec"]["mounts"][0]["source"] == "registry-stack-dev-build-data"
     assert build["updateConfig"]["order"] == "stop-first"
+
+
+def test_the_e2e_realizer_maps_every_declared_service_property(declared):
+    """testbed/realize_swarm.py turns each declared Service into Docker SDK arguments, or fails
+    naming the property it does not handle (so the e2e proof cannot silently drop one)."""
+    from testbed import realize_swarm
+
+    for resource in declared.of_type(SERVICE):
+        arguments = realize_swarm.service_arguments(resource.plain_inputs)
+        assert arguments["name"] == resource.plain_inputs["name"]
+        assert realize_swarm.converge_timeout(resource.plain_inputs) == 180
+    front = realize_swarm.service_arguments(services(declared)["registry-stack-dev-front-node1"])
+    assert front["endpoint_spec"]["Ports"] == [
+        {"PublishedPort": 443, "TargetPort": 443, "Protocol": "tcp", "PublishMode": "host"}]
+    assert front["endpoint_spec"]["Mode"] == "dnsrr"
+    assert front["constraints"] == ["node.hostname==node1"]
+    with pytest.raises(realize_swarm.UnhandledPropertyError, match="resources"):
+        realize_swarm.service_arguments({**services(declared)["registry-stack-dev-build"],
+                                         "taskSpec": {"containerSpec": {"image": "x"}, "resources": {}}})
