@@ -14,6 +14,7 @@ import http.client
 import json
 import math
 import secrets
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -89,12 +90,17 @@ class Endpoint:
     base_url: str
     ca_file: str = ""
     auth_header: str = ""
+    # Where to connect instead of resolving the URL's name (curl's --resolve): one swarm node
+    # among several that serve the same name. TLS still checks the URL's name.
+    address: str = ""
 
     def connect(self, timeout: float = 120) -> http.client.HTTPConnection:
         url = urlsplit(self.base_url)
         assert url.hostname is not None
         if url.scheme == "https":
             context = ssl.create_default_context(cafile=self.ca_file or None)
+            if self.address:
+                return _ResolvedHTTPSConnection(self.address, url.hostname, url.port or 443, context, timeout)
             return http.client.HTTPSConnection(url.hostname, url.port or 443, context=context, timeout=timeout)
         return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
 
@@ -103,6 +109,19 @@ class Endpoint:
         if self.auth_header:
             headers["Authorization"] = self.auth_header
         return headers
+
+
+class _ResolvedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to `address`, with SNI, certificate check and Host header for `hostname`."""
+
+    def __init__(self, address: str, hostname: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(hostname, port, context=context, timeout=timeout)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
 class RegistryError(AssertionError):

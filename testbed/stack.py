@@ -109,7 +109,8 @@ def realize(
 
 def secret_keys_of(values: dict[str, Any]) -> tuple[str, ...]:
     """The keys a user would have set with --secret."""
-    return tuple(k for k in ("users", "upstreamCredentials", "mirrorSshPrivateKey") if k in values)
+    return tuple(k for k in ("users", "upstreamCredentials", "mirrorSshPrivateKey", "buildStorageCredentials")
+                 if k in values)
 
 
 def update_stack(client: docker.DockerClient, stack: RealizedStack, overrides: dict[str, Any]) -> None:

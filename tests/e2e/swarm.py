@@ -1,0 +1,118 @@
+"""A three-node Docker Swarm test bed, made of the host bed's Debian sid machines (Docker 28).
+
+(shared/reference/platform.md: three such hosts on one network form a swarm in ~3 s; overlay
+networks work; this kernel has no IPVS, so the stack uses `dnsrr` and host-mode ports.)
+
+- the nodes boot as the host bed's hosts do (tests/e2e/hosts.py), dockerd listening on its
+  socket and on tcp://<address>:2375 of the bed network (a test bed only: no TLS, reachable
+  from this machine and the bed's containers, nothing else), so the realizer and the tests
+  drive each node's engine with the Docker SDK;
+- `docker swarm init --advertise-addr <node1>` and a join from each other node, node1 the
+  manager (the program's provider would point at it);
+- nothing can be pulled: every local image the stack runs is `docker save`d here and
+  `docker load`ed into each node (the nodes are new every run, so this is done per bed,
+  the three nodes in parallel);
+- `stop_engine(node)` / `start_engine(node)` kill and restart one node's dockerd (node loss).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import docker
+
+from tests.e2e import hosts as host_bed_module
+from tests.e2e.hosts import Host, HostBed, HostSpec
+
+ENGINE_PORT = 2375
+NODE_NAMES = ("node1", "node2", "node3")
+# dockerd >= 27 refuses an unencrypted TCP socket unless `tls: false` says it is meant.
+NODE_DAEMON_JSON = {"hosts": ["unix:///var/run/docker.sock", f"tcp://0.0.0.0:{ENGINE_PORT}"], "tls": False}
+
+
+@dataclass
+class SwarmBed:
+    """Three booted nodes in one swarm; `manager` is the first."""
+
+    bed: HostBed
+    nodes: dict[str, Host] = field(default_factory=dict)
+    clients: dict[str, docker.DockerClient] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manager(self) -> docker.DockerClient:
+        return self.clients[NODE_NAMES[0]]
+
+    def address(self, node: str) -> str:
+        return self.nodes[node].address
+
+    def stop_engine(self, node: str) -> None:
+        """The node is lost: its dockerd and every container on it stop at once."""
+        self.nodes[node].sh("pkill -9 dockerd; pkill -9 containerd-shim || true; pkill -9 containerd || true",
+                            check=False)
+
+    def start_engine(self, node: str) -> None:
+        self.nodes[node].sh("(dockerd >/var/log/dockerd.log 2>&1 &) ; for i in $(seq 100); do "
+                            "docker info >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1")
+
+
+def node_specs() -> tuple[HostSpec, ...]:
+    return tuple(HostSpec(name, host_bed_module.SID, "dockerd", daemon_json=NODE_DAEMON_JSON) for name in NODE_NAMES)
+
+
+def load_images(bed: SwarmBed, tags: Sequence[str]) -> None:
+    """`docker save` each image once, `docker load` it into every node (in parallel)."""
+    archive = subprocess.run(["docker", "save", *tags], capture_output=True, check=True, timeout=600).stdout
+
+    def load(host: Host) -> None:
+        subprocess.run(["docker", "exec", "-i", host.container.name, "docker", "load", "-q"],
+                       input=archive, capture_output=True, check=True, timeout=600)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(bed.nodes)) as pool:
+        list(pool.map(load, bed.nodes.values()))
+
+
+def form_swarm(bed: SwarmBed) -> None:
+    manager, *workers = NODE_NAMES
+    bed.nodes[manager].sh(f"docker swarm init --advertise-addr {bed.address(manager)}")
+    token = bed.nodes[manager].sh("docker swarm join-token -q manager").stdout.strip()
+    # Every node a manager: losing one of three keeps the raft quorum (2 of 3), as a small site
+    # that must survive a node runs it.
+    for worker in workers:
+        bed.nodes[worker].sh(
+            f"docker swarm join --advertise-addr {bed.address(worker)} --token {token} {bed.address(manager)}:2377")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready = [n for n in bed.manager.nodes.list() if n.attrs["Status"]["State"] == "ready"]
+        if len(ready) == len(NODE_NAMES):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the swarm did not form: " + bed.nodes[manager].sh("docker node ls", check=False).stdout)
+
+
+@contextlib.contextmanager
+def swarm_bed(client: docker.DockerClient, network: str, prefix: str, labels: dict[str, str],
+              images: Sequence[str]) -> Iterator[SwarmBed]:
+    """Boot the nodes on `network`, form the swarm, load `images`; remove it all afterwards."""
+    started = time.monotonic()
+    host_bed_module.build_host_images((host_bed_module.SID,))
+    built = time.monotonic()
+    key = host_bed_module.new_ssh_key()
+    with host_bed_module.host_bed(client, node_specs(), network, prefix, key, labels=labels) as bed:
+        swarm = SwarmBed(bed=bed, nodes=dict(bed.hosts))
+        swarm.clients = {
+            name: docker.DockerClient(base_url=f"tcp://{host.address}:{ENGINE_PORT}", timeout=120)
+            for name, host in swarm.nodes.items()
+        }
+        booted = time.monotonic()
+        form_swarm(swarm)
+        formed = time.monotonic()
+        load_images(swarm, images)
+        swarm.timings = {"host image": built - started, "boot": booted - built, "swarm": formed - booted,
+                         "images": time.monotonic() - formed}
+        yield swarm
