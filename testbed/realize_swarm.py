@@ -9,7 +9,10 @@ against an `EngineState` as the engine and pulumi-docker (kreuzwerker's provider
   the provider does: until the update completed and every task runs (the provider "imitates the
   docker cli to guarantee that all tasks of a service are running or successfully updated",
   its docs for docker_service). Swarm reports a task with a health check as running only once
-  it is healthy, so "running" includes the health check;
+  it is healthy, so "running" includes the health check. Its first look comes after a delay
+  (resource_docker_service_funcs.go: the create's StateChangeConf has `Delay:
+  convergeConfig.delay`, the update's a fixed `Delay: 7 * time.Second`): a look right after
+  the update call would find the old task still running and call the update done;
 - a **Secret** or **ServiceConfig** is immutable (kreuzwerker: `name` and `data` ForceNew): new
   inputs make a new object, created before the services move to it, and the old one is deleted
   at the end of the update (Pulumi's default create-before-delete), `finish()`;
@@ -158,6 +161,10 @@ def _update_config(config: dict[str, Any] | None, kind: type, what: str) -> Any:
     )
 
 
+# kreuzwerker resourceDockerServiceUpdate: `Delay: 7 * time.Second` before the first refresh.
+UPDATE_FIRST_LOOK_SECONDS = 7.0
+
+
 def converge_timeout(props: dict[str, Any]) -> float | None:
     """Seconds the provider waits for a service to converge; None when it does not wait."""
     converge = props.get("convergeConfig")
@@ -165,6 +172,14 @@ def converge_timeout(props: dict[str, Any]) -> float | None:
         return None
     _take(converge, {"delay", "timeout"}, "Service.convergeConfig")
     return _nanoseconds(converge.get("timeout", "3m")) / 10**9
+
+
+def first_look_delay(props: dict[str, Any], updated: bool) -> float:
+    """Seconds before the provider first checks convergence (its StateChangeConf `Delay`)."""
+    if updated:
+        return UPDATE_FIRST_LOOK_SECONDS
+    # kreuzwerker createConvergeConfig: delay defaults to 7s.
+    return _nanoseconds(props["convergeConfig"].get("delay", "7s")) / 10**9
 
 
 # -- the realizer --------------------------------------------------------------------------
@@ -252,6 +267,7 @@ class SwarmMocks(RealizingMocks):
         if timeout is None:
             return
         deadline = time.monotonic() + timeout
+        time.sleep(first_look_delay(props, updated))
         last = ""
         while time.monotonic() < deadline:
             service = self.client.services.get(service_id)

@@ -56,9 +56,20 @@ class SwarmBed:
         self.nodes[node].sh("pkill -9 dockerd; pkill -9 containerd-shim || true; pkill -9 containerd || true",
                             check=False)
 
-    def start_engine(self, node: str) -> None:
-        self.nodes[node].sh("(dockerd >/var/log/dockerd.log 2>&1 &) ; for i in $(seq 100); do "
-                            "docker info >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1")
+    def start_engine(self, node: str, seconds: int = 120) -> None:
+        """The node comes back: dockerd starts again (its pid files are stale after a kill -9).
+
+        A restarted dockerd first cleans up the containers that died with it and rejoins the
+        raft; on a loaded machine that takes longer than a first boot, hence the long wait.
+        """
+        host = self.nodes[node]
+        host.sh("rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid; "
+                "(dockerd >/var/log/dockerd.log 2>&1 &)")
+        result = host.sh(f"for i in $(seq {seconds * 5}); do docker info >/dev/null 2>&1 && exit 0; "
+                         "sleep 0.2; done; exit 1", check=False, timeout=seconds + 30)
+        if result.returncode != 0:
+            log = host.sh("tail -n 30 /var/log/dockerd.log", check=False).stdout
+            raise AssertionError(f"{node}: dockerd did not come back in {seconds} s:\n{log}")
 
 
 def node_specs() -> tuple[HostSpec, ...]:
