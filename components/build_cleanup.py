@@ -42,6 +42,13 @@ GRACE_START_SECONDS = renderers.HEALTH_INTERVAL_SECONDS + 1
 GRACE_END_SECONDS = renderers.PASSIVE_FAIL_SECONDS + renderers.HEALTH_INTERVAL_SECONDS + 1
 
 
+def gc_flags(major_version: int) -> str:
+    """`--delete-untagged` on 3.x, whose collector keeps what a kept index references
+    (garbagecollect.go unmarkReferencedManifest); 2.8.2's deletes that (measured, issue 3178), so
+    on 2.x the script's own search of untagged manifests (which has that check) does it alone."""
+    return "--delete-untagged" if major_version >= 3 else ""
+
+
 def script() -> str:
     return SCRIPT_SOURCE.read_text()
 
@@ -59,6 +66,7 @@ def cleanup_conf(settings: Settings) -> str:
         "RUN_DIR": RUN_DIR,
         "MARKER": f"{renderers.REGISTRY_DATA_DIR}/{renderers.MAINTENANCE_MARKER}",
         "REGISTRY_CONFIG": renderers.registry_config_path(settings.registry_major_version),
+        "GC_FLAGS": gc_flags(settings.registry_major_version),
         "READONLY_CONFIG": READONLY_CONFIG_PATH,
         "PORT": str(renderers.REGISTRY_PORT),
         "READONLY_PORT": str(renderers.MAINTENANCE_PORT),

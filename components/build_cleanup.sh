@@ -11,6 +11,7 @@
 #                                           garbage collection (a consistent backup of the volume)
 #   registry-stack-cleanup now --dry-run    prints what the rules would delete; changes nothing
 #   registry-stack-cleanup plan             one line per tag: keep|delete, why, push time, name
+#   registry-stack-cleanup untagged         the manifests no tag and no kept manifest needs
 #
 # Why a window: distribution's garbage collection is stop-the-world, run "with the registry
 # stopped or in storage.maintenance.readonly mode" (docs/content/about/garbage-collection.md of
@@ -24,8 +25,12 @@
 #     read-only one (renderers._build_proxy), so pulls keep working;
 #  3. deletes the tags the retention rules select (their folders under _manifests/tags, as
 #     distribution's tag store keeps them), never a protected one;
-#  4. runs `registry garbage-collect --delete-untagged`: manifests no tag points at any more,
-#     then blobs no manifest references, are deleted;
+#  4. deletes the manifests no tag points at any more, except those a kept manifest references
+#     (the platform manifests of a multi-platform index), then runs `registry garbage-collect`
+#     (with --delete-untagged on 3.x): blobs no manifest references are deleted. The untagged
+#     manifests are found here, not by --delete-untagged alone: distribution 2.8.2's deletes the
+#     children of a kept index (measured on Debian's 2.8.2 by tests/e2e/test_build_cleanup.py;
+#     upstream issue 3178, fixed in 3.x by unmarkReferencedManifest in garbagecollect.go);
 #  5. starts the writer again, waits until the front has seen it, removes the marker, stops the
 #     read-only registry; writes the report (reports/<id>.json, and the log).
 #
@@ -45,7 +50,7 @@ link_missing_tools() {
   busybox=$(command -v busybox 2>/dev/null) || return 0
   tools="$RUN_DIR/bin"
   "$busybox" mkdir -p "$tools"
-  for tool in awk cat cp date dirname find grep kill ls mkdir mv rm sed sleep sort stat tail touch wget; do
+  for tool in awk cat cp date dirname find grep kill ls mkdir mv rm sed sleep sort stat tail touch wc wget; do
     command -v "$tool" >/dev/null 2>&1 || "$busybox" ln -sf "$busybox" "$tools/$tool"
   done
   PATH="$PATH:$tools"
@@ -134,6 +139,50 @@ delete_tags() {
   done <"$1"
 }
 
+# "<repository> <hex>" of every manifest no tag points at and no kept manifest references, in
+# any depth (an index's platform manifests, their indexes' in turn).
+untagged_manifests() {
+  [ -d "$REPOSITORIES" ] || return 0
+  blobs="$DATA_DIR/docker/registry/v2/blobs/sha256"
+  scratch="$RUN_DIR/untagged.$$"
+  mkdir -p "$RUN_DIR"
+  find "$REPOSITORIES" -type d -name _manifests | while read -r manifests; do
+    revisions="$manifests/revisions/sha256"
+    [ -d "$revisions" ] || continue
+    repository=${manifests#"$REPOSITORIES"/}
+    repository=${repository%/_manifests}
+    # awk, not cat: distribution writes link files without a final newline.
+    awk '{ sub(/^sha256:/, ""); print }' "$manifests"/tags/*/current/link 2>/dev/null | sort -u >"$scratch.keep"
+    while :; do
+      # The manifests the kept ones name (only this repository's manifests are read: small files).
+      while read -r hex; do
+        data="$blobs/${hex%"${hex#??}"}/$hex/data"
+        [ -f "$data" ] && grep -o 'sha256:[0-9a-f]\{64\}' "$data" | sed 's/^sha256://'
+      done <"$scratch.keep" | sort -u | while read -r hex; do
+        [ -d "$revisions/$hex" ] && echo "$hex"
+      done >"$scratch.named"
+      sort -u "$scratch.keep" "$scratch.named" >"$scratch.all"
+      [ "$(wc -l <"$scratch.all")" -gt "$(wc -l <"$scratch.keep")" ] || break
+      mv "$scratch.all" "$scratch.keep"
+    done
+    ls -1 "$revisions" | while read -r hex; do
+      grep -qx "$hex" "$scratch.keep" || echo "$repository $hex"
+    done
+  done
+  rm -f "$scratch.keep" "$scratch.named" "$scratch.all"
+}
+
+# Deletes the manifests of file $1 (untagged_manifests' lines): their revision links, and the
+# tag histories' entries that name them; garbage-collect then sweeps their blobs.
+delete_manifests() {
+  while read -r repository hex; do
+    rm -rf "$REPOSITORIES/$repository/_manifests/revisions/sha256/$hex"
+    for entry in "$REPOSITORIES/$repository"/_manifests/tags/*/index/sha256/"$hex"; do
+      [ -e "$entry" ] && rm -rf "$entry"
+    done
+  done <"$1"
+}
+
 # Bytes of everything the registry stores (blobs, manifests, links).
 storage_bytes() {
   if [ ! -d "$DATA_DIR/docker" ]; then echo 0; return; fi
@@ -156,6 +205,11 @@ json_entries() {
   printf ']'
 }
 
+# A JSON array of the manifests in file $1 (untagged_manifests' lines), as "<repository>@sha256:<hex>".
+json_manifests() {
+  awk 'BEGIN { printf "[" } { printf "%s\"%s@sha256:%s\"", (NR > 1 ? ", " : ""), $1, $2 } END { printf "]" }' "$1"
+}
+
 json_protected() {
   set -f
   separator=""
@@ -167,12 +221,12 @@ json_protected() {
 
 count_lines() { awk -v pattern="$2" 'index($0, pattern) { n++ } END { print n + 0 }' "$1"; }
 
-# write_report ID STATUS ERROR PLAN DELETED GC_LOG GC_STATUS BEFORE AFTER STARTED READ_ONLY_FROM
+# write_report ID STATUS ERROR PLAN DELETED UNTAGGED GC_LOG GC_STATUS BEFORE AFTER STARTED READ_ONLY_FROM
 write_report() {
-  id=$1 report_status=$2 error=$3 plan_file=$4 deleted_file=$5 gc_log=$6 gc_status=$7
-  before=$8 after=$9
+  id=$1 report_status=$2 error=$3 plan_file=$4 deleted_file=$5 untagged_file=$6 gc_log=$7 gc_status=$8
+  before=$9
   shift 9
-  started=$1 read_only_from=$2
+  after=$1 started=$2 read_only_from=$3
   finished=$(now_seconds)
   mkdir -p "$REPORTS"
   report="$REPORTS/$id.json"
@@ -184,6 +238,7 @@ write_report() {
       "$(json_protected)"
     printf '  "deleted": %s,\n' "$(json_entries "$deleted_file" delete)"
     printf '  "kept": %s,\n' "$(json_entries "$plan_file" keep)"
+    printf '  "untaggedManifestsDeleted": %s,\n' "$(json_manifests "$untagged_file")"
     printf '  "garbageCollect": {"exitCode": %d, "blobsDeleted": %d, "manifestsDeleted": %d},\n' "$gc_status" \
       "$(count_lines "$gc_log" "blob eligible for deletion:")" \
       "$(count_lines "$gc_log" "manifest eligible for deletion:")"
@@ -195,6 +250,7 @@ write_report() {
   while read -r decision reason pushed repository tag; do
     log "deleted $repository:$tag (pushed $(iso_time "$pushed"), $reason)"
   done <"$deleted_file"
+  while read -r repository hex; do log "deleted untagged manifest $repository@sha256:$hex"; done <"$untagged_file"
   log "window $id $report_status${error:+: $error}: $(count_lines "$deleted_file" delete) tags deleted," \
     "$((before - after)) bytes freed ($before before, $after after); report $report"
   # The newest 50 reports stay.
@@ -272,6 +328,7 @@ window() {
   rm -rf "$work"
   mkdir -p "$work" "$(dirname "$MARKER")"
   : >"$work/deleted"
+  : >"$work/untagged"
   : >"$work/gc.log"
   started=$(now_seconds)
   before=$(storage_bytes)
@@ -285,7 +342,7 @@ window() {
     rm -f "$MARKER"
     plan >"$work/plan"
     write_report "$id" failed "the read-only registry did not start: nothing was deleted" "$work/plan" \
-      "$work/deleted" "$work/gc.log" 0 "$before" "$before" "$started" "$read_only_from"
+      "$work/deleted" "$work/untagged" "$work/gc.log" 0 "$before" "$before" "$started" "$read_only_from"
     return
   fi
   sleep "$GRACE_START"
@@ -293,7 +350,10 @@ window() {
   WRITER_PID=""
   plan >"$work/plan"
   delete_tags "$work/plan" >"$work/deleted"
-  "$REGISTRY_BIN" garbage-collect --delete-untagged "$REGISTRY_CONFIG" >"$work/gc.log" 2>&1 &
+  untagged_manifests >"$work/untagged"
+  delete_manifests "$work/untagged"
+  # shellcheck disable=SC2086 # GC_FLAGS is zero or more flags
+  "$REGISTRY_BIN" garbage-collect $GC_FLAGS "$REGISTRY_CONFIG" >"$work/gc.log" 2>&1 &
   wait_for_exit $!
   gc_status=$?
   after=$(storage_bytes)
@@ -316,7 +376,7 @@ window() {
     # The read-only registry keeps serving pulls; `serve` exits and Docker restarts the container.
     outcome=failed error="the registry did not come back read-write"
   fi
-  write_report "$id" "$outcome" "$error" "$work/plan" "$work/deleted" "$work/gc.log" "$gc_status" \
+  write_report "$id" "$outcome" "$error" "$work/plan" "$work/deleted" "$work/untagged" "$work/gc.log" "$gc_status" \
     "$before" "$after" "$started" "$read_only_from"
 }
 
@@ -422,6 +482,7 @@ case ${1:-} in
   serve) serve ;;
   now) shift; run_now "$@" ;;
   plan) plan ;;
+  untagged) untagged_manifests ;;
   due) due && echo due || echo "not due" ;;
   *)
     echo "usage: registry-stack-cleanup serve | now [--dry-run | --hold SECONDS] | plan" >&2

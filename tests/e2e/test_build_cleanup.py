@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from components import build_cleanup, renderers
-from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, push_unique_image, remove_local_image
+from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, pull_and_forget, push_unique_image
 from testbed.stack import RealizedStack, realized_stack
 
 STACK = os.environ.get("E2E_STACK", "e2e-cleanup")
@@ -75,6 +75,10 @@ def test_cleanup_deletes_what_the_rules_select_and_keeps_everything_protected(
         ("team/base", "edge"): 0,
     }
     digests = {name: _push(docker_cli, stack, *name) for name in ages}
+    # A protected multi-platform index whose children are build-1 and build-2: deleting their
+    # tags must not take the manifests the index needs (they become untagged).
+    children = [digests[("team/app", "build-1")], digests[("team/app", "build-2")]]
+    _put_index(stack, "team/app", "v2.0", children)
     for (repository, tag), days in ages.items():
         if days:
             _age(build, repository, tag, days)
@@ -89,7 +93,7 @@ def test_cleanup_deletes_what_the_rules_select_and_keeps_everything_protected(
     assert all(_manifest_status(stack, r, t) == 200 for r, t in ages), "a dry run deleted something"
 
     # Held open after the collection, so that the pushes and pulls below meet the writer stopped.
-    window = _run_window_in_background(build, hold_seconds=30)
+    window = _run_window_in_background(build, hold_seconds=20)
     _wait_for_writer_stopped(build)
     # During the window: a push gets the read-only error, pulls by tag and by digest work.
     refused = push_unique_image(docker_cli, f"{stack.address('build')}/team/app:during-window", check=False)
@@ -98,8 +102,7 @@ def test_cleanup_deletes_what_the_rules_select_and_keeps_everything_protected(
     print(f"push during the window: {refused.stderr.strip().splitlines()[-1]}")
     for repository, tag in (("team/app", "latest"), ("team/base", "stable-1")):
         reference = f"{stack.address('build')}/{repository}@{digests[(repository, tag)]}"
-        docker_cli.run("pull", reference)
-        remove_local_image(reference)
+        pull_and_forget(docker_cli, reference)
         assert _manifest_status(stack, repository, tag) == 200
     # The writer was stopped before and after the pulls, so the read-only twin served them.
     assert _serving_ports(build) == {renderers.MAINTENANCE_PORT}, "the window ended before the pulls did"
@@ -112,17 +115,38 @@ def test_cleanup_deletes_what_the_rules_select_and_keeps_everything_protected(
     assert {(e["repository"], e["tag"]) for e in report["deleted"]} == deleted
     assert report["bytesFreed"] > 0 and report["storageBytesAfter"] < report["storageBytesBefore"]
     assert report["garbageCollect"]["exitCode"] == 0 and report["garbageCollect"]["blobsDeleted"] > 0
+    # The untagged manifests went too, except the two the kept index needs.
+    gone = {f"{r}@{digests[(r, t)]}" for r, t in deleted if digests[(r, t)] not in children}
+    assert set(report["untaggedManifestsDeleted"]) == gone
     for repository, tag in deleted:
         assert _manifest_status(stack, repository, tag) == 404, f"{repository}:{tag} survived"
-        assert _manifest_status(stack, repository, digests[(repository, tag)]) == 404
+        gone = digests[(repository, tag)] not in children  # the kept index still needs those two
+        assert _manifest_status(stack, repository, digests[(repository, tag)]) == (404 if gone else 200)
+    pull_and_forget(docker_cli, f"{stack.address('build')}/team/app:v2.0")
     for repository, tag in kept:
         reference = f"{stack.address('build')}/{repository}@{digests[(repository, tag)]}"
-        docker_cli.run("pull", reference)
-        remove_local_image(reference)
+        pull_and_forget(docker_cli, reference)
     # The report is in the log too, and pushes work again after the window.
     logs = build.logs(tail=500).decode(errors="replace")
     assert "deleted team/app:build-1" in logs and f"{report['bytesFreed']} bytes freed" in logs
     _push(docker_cli, stack, "team/app", "after-window")
+
+
+def _put_index(stack: RealizedStack, repository: str, tag: str, children: list[str]) -> None:
+    """Push an OCI image index of the given manifests (same repository) under `tag`."""
+    entries = []
+    for digest in children:
+        head = https(stack.url("build", f"/v2/{repository}/manifests/{digest}"), stack.ca_file, method="HEAD",
+                     auth=("admin", stack.password), headers={"Accept": MANIFEST_TYPES})
+        entries.append({
+            "mediaType": head.headers["content-type"], "digest": digest, "size": int(head.headers["content-length"]),
+            "platform": {"architecture": "amd64", "os": "linux"},
+        })
+    index_type = "application/vnd.oci.image.index.v1+json"
+    body = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": entries}).encode()
+    answer = https(stack.url("build", f"/v2/{repository}/manifests/{tag}"), stack.ca_file, method="PUT",
+                   auth=("admin", stack.password), headers={"Content-Type": index_type}, data=body)
+    assert answer.status == 201, answer.body
 
 
 def _serving_ports(build: Any) -> set[int]:
