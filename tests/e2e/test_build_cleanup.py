@@ -18,8 +18,8 @@ import docker
 import pytest
 
 from components import build_cleanup, renderers
-from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, pull_and_forget, push_unique_image
-from testbed.stack import RealizedStack, realized_stack
+from testbed.clients import MANIFEST_TYPES, DockerCli, digest_in, https, pull_and_forget, push_unique_image, wait_until
+from testbed.stack import RealizedStack, realized_stack, update_stack
 
 STACK = os.environ.get("E2E_STACK", "e2e-cleanup")
 DAY = 86400
@@ -93,7 +93,7 @@ def test_cleanup_deletes_what_the_rules_select_and_keeps_everything_protected(
     assert all(_manifest_status(stack, r, t) == 200 for r, t in ages), "a dry run deleted something"
 
     # Held open after the collection, so that the pushes and pulls below meet the writer stopped.
-    window = _run_window_in_background(build, hold_seconds=20)
+    window = _run_window_in_background(build, hold_seconds=12)
     _wait_for_writer_stopped(build)
     # During the window: a push gets the read-only error, pulls by tag and by digest work.
     refused = push_unique_image(docker_cli, f"{stack.address('build')}/team/app:during-window", check=False)
@@ -176,3 +176,29 @@ def _wait_for_writer_stopped(build: Any) -> None:
             return
         time.sleep(0.3)
     raise AssertionError("the window did not stop the writer within 60 s")
+
+
+def test_the_daily_time_runs_the_window_by_itself(
+    cleanup_stack: RealizedStack, docker_client: docker.DockerClient, docker_cli: DockerCli
+) -> None:
+    """A `pulumi up` that sets the time to this minute: the new build container runs it once."""
+    stack = cleanup_stack
+    this_minute = time.strftime("%H:%M", time.gmtime())
+    update_stack(docker_client, stack, {"buildCleanup": this_minute})
+    build = stack.container("build")
+    report_path = f"{build_cleanup.STATE_DIR}/last-report.json"
+
+    def scheduled_report() -> dict[str, Any]:
+        result = build.exec_run(["cat", report_path])
+        report = json.loads(result.output) if result.exit_code == 0 else {}
+        assert report.get("id", "").startswith("scheduled-"), report.get("id")
+        return report
+
+    report = wait_until(scheduled_report, 90, "the scheduled window's report")
+    assert report["status"] == "ok" and report["dryRun"] is False
+    assert f"window {report['id']} ok" in build.logs(tail=200).decode(errors="replace")
+    # Once per day: the supervisor records the run and does not start another in the slot.
+    time.sleep(6)
+    assert scheduled_report()["id"] == report["id"]
+    docker_cli.login(stack.address("build"), "admin", stack.password)
+    _push(docker_cli, stack, "team/app", "after-scheduled-window")
