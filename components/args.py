@@ -82,6 +82,23 @@ class RegistryStackArgs(TypedDict):
     )
     buildStorageCredentials: NotRequired[pulumi.Input[str]]
     """(secret) "<accessKey>:<secretKey>" for buildStorage; empty means the host's own (IAM role)."""
+    buildCleanup: NotRequired[pulumi.Input[str]]
+    (
+        "Garbage collection of the build registry: \"\" (off), \"manual\" (only on demand, "
+        "registry-stack-cleanup now) or a daily UTC time \"HH:MM\": the build registry turns read-only for "
+        "pushes (pulls keep working), deletes the tags the buildKeep* rules select and runs "
+        "garbage-collect --delete-untagged (README \"Build-registry cleanup\"); needs the build registry on "
+        "a volume of a single Docker host."
+    )
+    buildKeepTags: NotRequired[pulumi.Input[int]]
+    """Build cleanup keeps the newest this many tags of each repository, by push time (protected tags do not count)."""
+    buildKeepDays: NotRequired[pulumi.Input[int]]
+    """Build cleanup keeps every tag pushed fewer than this many days ago."""
+    buildProtectedTags: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
+    (
+        "Tags build cleanup never deletes, as globs (\"latest\", \"v*\", \"release-*\") or \"<repository "
+        "glob>:<tag glob>\" (\"team/*:stable\"); * matches any characters, ? one."
+    )
     upstreams: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
     (
         "Registries to cache, as \"name=URL\" with an optional \";ttl=168h\" (registry 3.x only); each gets "

@@ -167,6 +167,19 @@ KEYS: tuple[Key, ...] = (
     Key("buildStorageCredentials", "string", "",
         '"<accessKey>:<secretKey>" for buildStorage; empty means the host\'s own (IAM role).', secret=True,
         example="'<accessKey>:<secretKey>'"),
+    Key("buildCleanup", "string", "",
+        'Garbage collection of the build registry: "" (off), "manual" (only on demand, registry-stack-cleanup now) '
+        'or a daily UTC time "HH:MM": the build registry turns read-only for pushes (pulls keep working), deletes '
+        "the tags the buildKeep* rules select and runs garbage-collect --delete-untagged (README \"Build-registry "
+        'cleanup"); needs the build registry on a volume of a single Docker host.'),
+    Key("buildKeepTags", "integer", 10,
+        "Build cleanup keeps the newest this many tags of each repository, by push time (protected tags do not "
+        "count).", minimum=1, maximum=100000),
+    Key("buildKeepDays", "integer", 30,
+        "Build cleanup keeps every tag pushed fewer than this many days ago.", minimum=0, maximum=36500),
+    _array("buildProtectedTags", ["latest"],
+           'Tags build cleanup never deletes, as globs ("latest", "v*", "release-*") or "<repository glob>:<tag '
+           'glob>" ("team/*:stable"); * matches any characters, ? one.'),
     _array("upstreams", ["docker=https://registry-1.docker.io"],
            'Registries to cache, as "name=URL" with an optional ";ttl=168h" (registry 3.x only); each gets '
            "the hostname <name>-cache.<domain>, and the one named docker is the Docker Hub mirror for daemons."),

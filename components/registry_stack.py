@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import agent, client_configs, herd, metrics, naming, renderers
+from . import agent, build_cleanup, client_configs, herd, metrics, naming, renderers
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
@@ -292,17 +292,28 @@ class RegistryStack(pulumi.ComponentResource):
     ) -> docker.Container:
         settings = self._settings
         major = settings.registry_major_version
+        uploads = [docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)]
+        healthcheck = _http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/")
+        entrypoints: list[str] | None = None
+        command: list[str] | None = None
+        if role == "build" and settings.cleanup.enabled:
+            # registry-stack-cleanup runs the registry and its maintenance windows (build_cleanup.py).
+            uploads += build_cleanup.build_uploads(settings)
+            healthcheck = _healthcheck(build_cleanup.healthcheck_command())
+            entrypoints, command = build_cleanup.entrypoint(), build_cleanup.command()
         return self._container(
             role,
             wait=wait,
             image=image,
             network=network,
             aliases=[settings.names.container(role)],
-            uploads=[docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)],
+            uploads=uploads,
             # A build registry in a bucket has no volume.
             volumes=[] if role == "build" and settings.topology.build_storage else [self._data_volume(data_of or role)],
-            healthcheck=_http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/"),
+            healthcheck=healthcheck,
             envs=[f"{key}={value}" for key, value in sorted(renderers.registry_environment(major).items())],
+            entrypoints=entrypoints,
+            command=command,
         )
 
     def _herd(self, upstream: Upstream, network: pulumi.Input[str]) -> docker.Container:
@@ -476,6 +487,7 @@ class RegistryStack(pulumi.ComponentResource):
         depends_on: Sequence[pulumi.Resource] | None = None,
         envs: list[str] | None = None,
         wait: bool = True,
+        entrypoints: list[str] | None = None,
     ) -> docker.Container:
         settings = self._settings
         name = settings.names.container(role)
@@ -493,6 +505,7 @@ class RegistryStack(pulumi.ComponentResource):
             volumes=volumes,
             healthcheck=healthcheck,
             command=command,
+            entrypoints=entrypoints,
             envs=envs or None,
             ports=ports,
             labels=[
@@ -518,6 +531,8 @@ def build_registry_config(settings: Settings) -> pulumi.Input[str]:
     """The build registry's config.yml; a secret when it carries the bucket's secret key."""
     major = settings.registry_major_version
     storage = settings.topology.build_storage
+    if settings.cleanup.enabled:  # a volume (settings refuse a bucket): the window stops the writer
+        return renderers.registry_config("build", major, drain_timeout=build_cleanup.DRAIN_TIMEOUT)
     if storage is None or storage.secret_key is None:
         return renderers.registry_config("build", major, storage=storage)
     return _secret(storage.secret_key).apply(
@@ -541,10 +556,8 @@ def _secret(value: Secret) -> pulumi.Output[str]:
 
 def _http_healthcheck(url: str) -> docker.ContainerHealthcheckArgs:
     # busybox wget is in the official registry and caddy images (both Alpine based).
-    return docker.ContainerHealthcheckArgs(
-        tests=["CMD", "wget", "-q", "-O", "/dev/null", url],
-        interval="10s",
-        timeout="5s",
-        retries=3,
-        start_period="10s",
-    )
+    return _healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", url])
+
+
+def _healthcheck(tests: list[str]) -> docker.ContainerHealthcheckArgs:
+    return docker.ContainerHealthcheckArgs(tests=tests, interval="10s", timeout="5s", retries=3, start_period="10s")

@@ -24,6 +24,18 @@ from .swarm_settings import S3Storage
 
 REGISTRY_PORT = 5000
 REGISTRY_DEBUG_PORT = 5001
+# The build registry's read-only twin during a cleanup window (components/build_cleanup.py).
+MAINTENANCE_PORT = 5002
+MAINTENANCE_DEBUG_PORT = 5003
+# While it exists (relative to the build registry's storage), the front refuses pushes.
+MAINTENANCE_MARKER = "registry-stack/maintenance"
+MAINTENANCE_MESSAGE = (
+    "the build registry is read-only while its maintenance window runs (garbage collection, buildCleanup); "
+    "pulls keep working: retry the push in a few minutes"
+)
+# The front's health checks of a registry with a standby: how soon it notices one come or go.
+HEALTH_INTERVAL_SECONDS = 5
+PASSIVE_FAIL_SECONDS = 10
 REGISTRY_DATA_DIR = "/var/lib/registry"
 FRONT_CONFIG_PATH = "/etc/caddy/caddy.json"
 FRONT_CERT_PATH = "/etc/caddy/tls/cert.pem"
@@ -79,19 +91,25 @@ def registry_config(
     ttl: str = "",
     storage: S3Storage | None = None,
     storage_secret_key: str = "",
+    drain_timeout: str = "",
 ) -> str:
     """config.yml for the build (push), cache (proxy) or standby registry.
+
+    `drain_timeout` (http.draintimeout): on SIGTERM the registry finishes the requests it
+    serves for that long before it exits (a cleanup window stops the build registry's writer).
 
     `storage` puts the build registry into a bucket (`storage_secret_key` is its secret key,
     revealed only here, so the config is a secret wherever it carries one).
 
     The standby is a read-only, non-proxy registry on the cache's storage: it serves what
     the cache holds while the cache cannot run (distribution 2.8 in proxy mode refuses to
-    start when its upstream is unreachable, upstream issue 4038).
+    start when its upstream is unreachable, upstream issue 4038). "maintenance" is the
+    build registry's read-only twin on its own ports, which serves pulls while a cleanup
+    window runs garbage collection (components/build_cleanup.py).
 
     Rendered as JSON, which is valid YAML: deterministic and free of YAML quoting traps.
     """
-    if role not in ("build", "cache", "standby"):
+    if role not in ("build", "maintenance", "cache", "standby"):
         raise ValueError(f"unknown registry role {role!r}")
     config: dict[str, Any] = {
         "version": 0.1,
@@ -115,12 +133,18 @@ def registry_config(
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
+    if drain_timeout:
+        config["http"]["draintimeout"] = drain_timeout
     if storage is not None:
         if role != "build":
             raise ValueError("only the build registry keeps its data in a bucket")
         config["storage"] = _s3_storage(storage, storage_secret_key, major_version)
-    if role == "standby":
+    if role in ("standby", "maintenance"):
         config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
+    if role == "maintenance":
+        # Beside the writer for a few seconds at each end of the window: other ports.
+        config["http"]["addr"] = f":{MAINTENANCE_PORT}"
+        config["http"]["debug"]["addr"] = f":{MAINTENANCE_DEBUG_PORT}"
     if role == "cache":
         if not upstream_url:
             raise ValueError("a cache registry needs an upstream URL")
@@ -228,8 +252,8 @@ def _reverse_proxy(dial: str, standby: str = "") -> dict[str, Any]:
             "try_interval": "250ms",
         }
         proxy["health_checks"] = {
-            "active": {"uri": "/v2/", "interval": "5s", "timeout": "2s"},
-            "passive": {"fail_duration": "10s", "max_fails": 1},
+            "active": {"uri": "/v2/", "interval": f"{HEALTH_INTERVAL_SECONDS}s", "timeout": "2s"},
+            "passive": {"fail_duration": f"{PASSIVE_FAIL_SECONDS}s", "max_fails": 1},
         }
         proxy["transport"]["dial_timeout"] = "2s"
     return proxy
@@ -324,14 +348,37 @@ def _cache_proxy(settings: Settings, upstream: Upstream) -> dict[str, Any]:
     return proxy
 
 
+def _build_proxy(settings: Settings) -> dict[str, Any]:
+    """To the build registry; with buildCleanup, to its read-only twin while the writer is stopped."""
+    if not settings.cleanup.enabled:
+        return _reverse_proxy(_dial(settings, "build"))
+    return _reverse_proxy(_dial(settings, "build"), settings.names.dial("build", MAINTENANCE_PORT))
+
+
+def _maintenance_routes(settings: Settings) -> list[dict[str, Any]]:
+    """While a cleanup window runs (its marker is in the build storage), writes get a clear error.
+
+    A read-only distribution would answer them `405 Method Not Allowed` without a registry
+    error body (its upload and manifest handlers leave the write methods out when read-only,
+    registry/handlers/blobupload.go of distribution/distribution), which a client shows as a bare
+    status; this says why and for how long.
+    """
+    if not settings.cleanup.enabled:
+        return []
+    marker = {"file": {"root": front_data_dir("build"), "try_files": [f"/{MAINTENANCE_MARKER}"]}}
+    refusal = registry_error(405, "UNSUPPORTED", MAINTENANCE_MESSAGE, {"Retry-After": ["300"]})
+    return [{"match": [{**_write_match(), **marker}], "handle": [refusal]}]
+
+
 def _build_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> list[dict[str, Any]]:
     # Every request, /v2/ included, must authenticate: the Docker client sends credentials
     # only after /v2/ has challenged it.
     return [
         {"handle": [_authenticate(hashed_users)]},
+        *_maintenance_routes(settings),
         # Only a build registry on a volume of the front's own host has files the front can send.
         *([_stored_blob_route("build")] if settings.front_sees_build_storage else []),
-        {"handle": [_reverse_proxy(_dial(settings, "build"))]},
+        {"handle": [_build_proxy(settings)]},
     ]
 
 
@@ -361,7 +408,8 @@ def _unified_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> 
             "match": [{**_write_match(), "path": owned}],
             "handle": [registry_error(403, "DENIED", message)],
         })
-    routes.append({"match": [_write_match()], "handle": [_reverse_proxy(_dial(settings, "build"))]})
+    routes.extend(_maintenance_routes(settings))
+    routes.append({"match": [_write_match()], "handle": [_build_proxy(settings)]})
     for upstream in settings.caches:
         strip_namespace = {
             "handler": "rewrite",
@@ -371,7 +419,7 @@ def _unified_routes(settings: Settings, hashed_users: list[tuple[str, str]]) -> 
             "match": [{"path": [f"/v2/{upstream.name}/*"]}],
             "handle": [strip_namespace, _cache_proxy(settings, upstream)],
         })
-    build_first = _reverse_proxy(_dial(settings, "build"))
+    build_first = _build_proxy(settings)
     hub = settings.docker_hub_cache
     if hub is not None:
         build_first["handle_response"] = [

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pulumi
 
 from . import naming
+from .cleanup_settings import CleanupSettings, read_cleanup
 from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
 from .mirror_settings import PLACEHOLDER_KEY, MirrorSettings, read_mirror_settings
 from .secret import Secret
@@ -113,6 +114,8 @@ class Settings:
     metrics_client_networks: tuple[str, ...] = ()
     # One Docker host (containers) or a swarm (services), and the build registry's storage.
     topology: Topology = field(default_factory=Topology)
+    # Build-registry cleanup: schedule and retention rules (components/build_cleanup.py).
+    cleanup: CleanupSettings = field(default_factory=CleanupSettings)
     # Swarm mode: the node these settings render for (`for_node`); empty for the whole stack.
     node: str = ""
     # Secret keys passed as Outputs (secrets from a program in another language): their value
@@ -260,6 +263,9 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         topology=read_topology(
             read("orchestrator"), read("swarmNodes"), read("buildReplicas"), read("buildStorage"),
             read("buildStorageCredentials"),
+        ),
+        cleanup=read_cleanup(
+            read("buildCleanup"), read("buildKeepTags"), read("buildKeepDays"), read("buildProtectedTags")
         ),
         deferred=deferred,
     )
@@ -413,8 +419,34 @@ def _check_swarm(settings: Settings) -> None:
         )
 
 
+def _check_cleanup(settings: Settings) -> None:
+    """The cleanup runs in the build container on its own volume, and the front must see that volume."""
+    schedule = settings.cleanup.schedule
+    if not schedule:
+        return
+    where = f"{ref('buildCleanup')}={schedule!r}"
+    if not settings.enable_build:
+        raise ConfigError(
+            f"{where} but {ref('enableBuild')} is false: there is no build registry to clean. "
+            "Remove buildCleanup, or enable the build registry"
+        )
+    if settings.topology.is_swarm:
+        raise ConfigError(
+            f"{where} with {ref('orchestrator')}=swarm: the cleanup swaps the build registry's process inside one "
+            "container and the fronts of the other nodes cannot see its volume. Remove buildCleanup in swarm mode "
+            "for now"
+        )
+    if settings.topology.build_storage is not None:
+        raise ConfigError(
+            f"{where} with {ref('buildStorage')} set: the cleanup reads the tags' push times from the build "
+            "registry's volume, and a bucket has none. Remove buildCleanup (use the bucket's own lifecycle rules), "
+            "or keep the build registry on a volume"
+        )
+
+
 def _check_combinations(settings: Settings) -> None:
     _check_metrics(settings)
+    _check_cleanup(settings)
     _check_swarm(settings)
     _check_swarm_hostnames(settings)
     if settings.unified_endpoint and not settings.enable_build:
