@@ -45,6 +45,8 @@ CACHE_START_PATH = "/etc/registry-stack/cache-start.sh"
 PINS_AWK_PATH = "/etc/registry-stack/pins.awk"
 SCHEDULER_STATE = f"{renderers.REGISTRY_DATA_DIR}/scheduler-state.json"
 PIN_CHECK_SECONDS = 300
+# How often the start script looks whether the registry still runs (it exits with it).
+TICK_SECONDS = 5
 READY_SECONDS = 60
 REQUEST_SECONDS = 120
 STORE_SECONDS = 120
@@ -85,7 +87,9 @@ def failures_of(exit_code: int | None, logs: str | None) -> list[str]:
     return failures
 
 
-def cache_start_script(upstream: Upstream, major: int) -> str:
+def cache_start_script(
+    upstream: Upstream, major: int, check_seconds: int = PIN_CHECK_SECONDS, tick_seconds: int = TICK_SECONDS
+) -> str:
     """The pinned cache's start script (prewarm_app/cache_start.sh with this cache's values)."""
     values = {
         "STATE": SCHEDULER_STATE,
@@ -94,8 +98,9 @@ def cache_start_script(upstream: Upstream, major: int) -> str:
         "AWK_SCRIPT": PINS_AWK_PATH,
         "CONFIG": renderers.registry_config_path(major),
         "UPSTREAM": f"{upstream.url}/v2/",
-        "CHECK_SECONDS": str(PIN_CHECK_SECONDS),
-        "CHECK_ROUNDS": str(PIN_CHECK_SECONDS // 5),
+        "CHECK_SECONDS": str(check_seconds),
+        "CHECK_ROUNDS": str(max(1, check_seconds // tick_seconds)),
+        "TICK_SECONDS": str(tick_seconds),
     }
     text = (APP_DIR / "cache_start.sh").read_text()
     for name, value in values.items():

@@ -15,7 +15,9 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +429,101 @@ def test_the_strip_pins_a_digest_reference_and_leaves_an_empty_or_missing_state_
     assert not (tmp_path / "scheduler-state.json.tmp").exists()
     state.unlink()
     assert _awk("check", tmp_path, pins_file).returncode == 1
+
+
+# ---------------------------------------------------------------------------------------
+# The start script, for real, with busybox sh and a stand-in registry binary
+# ---------------------------------------------------------------------------------------
+
+FAKE_REGISTRY = """#!/bin/sh
+echo "started $*" >> {log}
+trap 'echo stopped >> {log}; exit 0' TERM
+while :; do sleep 1 & wait $!; done
+"""
+
+
+@pytest.fixture
+def answering_upstream() -> Iterator[str]:
+    """Any HTTP answer means reachable, as Docker Hub's 401 on /v2/ does."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def _wait(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_start_script_strips_before_start_and_restarts_the_registry_when_a_pin_is_scheduled_again(
+    tmp_path: Path, answering_upstream: str,
+) -> None:
+    digests = _stored_index(tmp_path)
+    pinned = f"library/multi@{digests['layer']}"
+    other = f"library/other@sha256:{'c' * 64}"
+    state = tmp_path / "scheduler-state.json"
+    state.write_text("{" + _entry(pinned, 0) + "," + _entry(other, 0) + "}")
+    (tmp_path / "pins").write_text(pins.pins_file(["library/multi:1"]))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for applet in ("sh", "awk", "mv", "wget", "cat", "sleep", "kill"):
+        (bin_dir / applet).symlink_to(BUSYBOX)
+    log = tmp_path / "registry.log"
+    (bin_dir / "registry").write_text(FAKE_REGISTRY.format(log=log))
+    (bin_dir / "registry").chmod(0o755)
+    upstream = replace(settings(["docker=alpine:3.20"]).upstream, url=answering_upstream)
+    script = prewarm.cache_start_script(upstream, 3, check_seconds=1, tick_seconds=1)
+    script = (script.replace(prewarm.SCHEDULER_STATE, str(state))
+              .replace(f"'{pins.PINS_PATH}'", f"'{tmp_path / 'pins'}'")
+              .replace("'/var/lib/registry/docker/registry/v2'", f"'{tmp_path}/docker/registry/v2'")
+              .replace(prewarm.PINS_AWK_PATH, str(prewarm.APP_DIR / "pins.awk")))
+    (tmp_path / "start.sh").write_text(script)
+    process = subprocess.Popen([BUSYBOX, "sh", str(tmp_path / "start.sh")], cwd=tmp_path,
+                               env={"PATH": str(bin_dir)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: log.exists() and "started" in log.read_text(), 5, "the registry to start")
+        assert log.read_text() == "started serve /etc/distribution/config.yml\n"
+        assert list(json.loads(state.read_text())) == [other]  # stripped before the registry read it
+        # The proxy fetched the pinned layer again and saved its state: the script restarts it.
+        state.write_text("{" + _entry(pinned, 0) + "," + _entry(other, 0) + "}")
+        _wait(lambda: log.read_text().count("started") == 2, 10, "the registry to be restarted")
+        assert log.read_text().splitlines()[1] == "stopped"
+        assert list(json.loads(state.read_text())) == [other]
+        time.sleep(2.5)  # nothing pinned is scheduled now: no more restarts
+        assert log.read_text().count("started") == 2
+        process.terminate()  # docker stop: the registry is stopped with the script
+        assert process.wait(timeout=10) == 0
+        assert log.read_text().endswith("stopped\n")
+    finally:
+        process.kill()
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert "restarting the registry to drop them from its TTL scheduler" in output
+
+
+def test_the_start_script_exits_with_the_registry_so_the_restart_policy_applies(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for applet in ("sh", "sleep", "kill"):
+        (bin_dir / applet).symlink_to(BUSYBOX)
+    (bin_dir / "registry").write_text("#!/bin/sh\nexit 3\n")  # 2.8 and 3.x exit when the upstream is unreachable
+    (bin_dir / "registry").chmod(0o755)
+    upstream = settings(["docker=alpine:3.20"]).upstream
+    (tmp_path / "start.sh").write_text(prewarm.cache_start_script(upstream, 3, tick_seconds=1))
+    finished = subprocess.run([BUSYBOX, "sh", str(tmp_path / "start.sh")], env={"PATH": str(bin_dir)},
+                              capture_output=True, timeout=10, check=False)
+    assert finished.returncode == 3

@@ -12,6 +12,7 @@ AWK_SCRIPT='@AWK_SCRIPT@'
 CONFIG='@CONFIG@'
 UPSTREAM='@UPSTREAM@'
 CHECK_ROUNDS=@CHECK_ROUNDS@
+TICK=@TICK_SECONDS@
 
 pins() {  # $1 strip|check
   [ -f "$STATE" ] && [ -f "$PINS" ] || return 1
@@ -43,7 +44,7 @@ pins strip
 start
 rounds=0
 while :; do
-  sleep 5 & wait $!
+  sleep "$TICK" & wait $!
   if ! kill -0 "$registry" 2>/dev/null; then
     wait "$registry"
     exit $?  # the container exits with the registry: its restart policy applies as before
