@@ -110,6 +110,13 @@ class RegistryStackArgs(TypedDict):
         "(secret) Credentials for upstreams as \"name=username:password\" entries; upstreams without an "
         "entry are read anonymously."
     )
+    prewarm: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
+    (
+        "Images every pulumi up pulls into the caches (README \"Pre-warmed, pinned images\"), as "
+        "\"upstream=repository:tag\" or \"upstream=repository@sha256:<digest>\" with an optional "
+        "\";pin=false\"; pinned ones (the default) are never evicted by the size cap nor expired by the "
+        "TTL."
+    )
     unifiedEndpoint: NotRequired[pulumi.Input[bool]]
     (
         "Serve registry.<domain> too, one authenticated hostname that takes pushes (to the build "
@@ -164,6 +171,7 @@ class RegistryStackArgs(TypedDict):
     )
     metricsClientNetworks: NotRequired[pulumi.Input[Sequence[pulumi.Input[str]]]]
     """CIDR ranges allowed to read the metrics endpoint (anything else gets 403); required when metricsPort is set."""
+
 
 class TlsArgs(TypedDict):
     """The front's certificate: made by the stack (self-signed) or left to the front (ACME)."""

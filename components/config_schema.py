@@ -186,6 +186,10 @@ KEYS: tuple[Key, ...] = (
     _array("upstreamCredentials", [],
            'Credentials for upstreams as "name=username:password" entries; upstreams without an entry '
            "are read anonymously.", secret=True, example="'<upstream>=<username>:<password>'"),
+    _array("prewarm", [],
+           'Images every pulumi up pulls into the caches (README "Pre-warmed, pinned images"), as '
+           '"upstream=repository:tag" or "upstream=repository@sha256:<digest>" with an optional ";pin=false"; '
+           "pinned ones (the default) are never evicted by the size cap nor expired by the TTL."),
     Key("unifiedEndpoint", "boolean", False,
         "Serve registry.<domain> too, one authenticated hostname that takes pushes (to the build registry) "
         'and serves pulls of everything (see README "Unified endpoint").'),

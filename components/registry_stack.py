@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import agent, build_cleanup, client_configs, herd, metrics, naming, renderers
+from . import agent, build_cleanup, client_configs, herd, metrics, naming, prewarm, renderers
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
@@ -68,6 +68,8 @@ class RegistryStack(pulumi.ComponentResource):
     """http URL of the metrics endpoint (docs/metrics.md); empty unless metricsPort is set."""
     prometheus_scrape_config: pulumi.Output[str]
     """Prometheus scrape_configs for the metrics endpoint (JSON, which is YAML); empty without it."""
+    prewarm_failures: pulumi.Output[list[str]]
+    """The prewarm images this `pulumi up` could not pull into their cache, each "<upstream>=<reference>: <reason>"."""
 
     def __init__(self, name: str, args: RegistryStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every value is checked before anything registers, the component itself included.
@@ -81,6 +83,8 @@ class RegistryStack(pulumi.ComponentResource):
         self.tls: Tls | None = None
         self.verification: Verification | None = None
         self.swarm: SwarmServices | None = None
+        self.prewarm: prewarm.Prewarm | None = None
+        self._images: dict[str, docker.RemoteImage] = {}
         self._salt: random.RandomId | None = None
         # What serves the primary cache in swarm mode (its first node's cache and front).
         self.serving_resources: list[pulumi.Resource] = []
@@ -126,6 +130,7 @@ class RegistryStack(pulumi.ComponentResource):
         self.buildkitd_toml = pulumi.Output.from_input(clients["buildkitdToml"])
         self.metrics_url = pulumi.Output.from_input(metrics.metrics_url(settings))
         self.prometheus_scrape_config = pulumi.Output.from_input(metrics.scrape_config(settings))
+        self.prewarm_failures = self.prewarm.failures if self.prewarm else pulumi.Output.from_input([])
         # One DaemonMirror per mirrorHosts entry, pointed at the primary cache once it serves.
         self.daemon_mirrors: list[DaemonMirror] = daemon_mirrors_for(self, settings, name)
         self.register_outputs({
@@ -143,6 +148,7 @@ class RegistryStack(pulumi.ComponentResource):
             "buildkitdToml": self.buildkitd_toml,
             "metricsUrl": self.metrics_url,
             "prometheusScrapeConfig": self.prometheus_scrape_config,
+            "prewarmFailures": self.prewarm_failures,
         })
 
     # -- structure ------------------------------------------------------------------------
@@ -165,7 +171,8 @@ class RegistryStack(pulumi.ComponentResource):
             # one (see components/verification.py). Its restart policy brings it up once the
             # upstream answers; the verification fails every `pulumi up` until then.
             self.containers[upstream.role] = self._registry(
-                upstream.role, registry_image, network, config, wait=False
+                upstream.role, registry_image, network, config, wait=False,
+                files=prewarm.cache_files(upstream, major), start=prewarm.cache_command(upstream),
             )
             # Serves what the cache holds, read-only, while the cache itself cannot start
             # (distribution 2.8 in proxy mode exits when its upstream is unreachable).
@@ -185,6 +192,23 @@ class RegistryStack(pulumi.ComponentResource):
                 self._label(LABEL_ROLE, "verify", docker.ContainerLabelArgs),
             ],
             after=list(self.containers.values()),
+            parent=self,
+        )
+        if settings.prewarm:
+            self.prewarm = self._prewarm(network)
+
+    def _prewarm(self, network: pulumi.Input[str]) -> prewarm.Prewarm:
+        """The pre-warm run (components/prewarm.py), once the verification saw the stack serve."""
+        settings = self._settings
+        assert self.verification is not None
+        return prewarm.Prewarm(
+            self._name, settings, self._image("agent-image", settings.agent_image), network,
+            volumes=[self._view(role, f"{prewarm.STORAGE_DIR}/{role}") for role in prewarm.storage_roles(settings)],
+            labels=[
+                self._label(LABEL_STACK, settings.stack, docker.ContainerLabelArgs),
+                self._label(LABEL_ROLE, prewarm.ROLE, docker.ContainerLabelArgs),
+            ],
+            after=[self.verification.container],
             parent=self,
         )
 
@@ -248,8 +272,12 @@ class RegistryStack(pulumi.ComponentResource):
         keep its old ID in the preview and the containers would look unchanged until `up`
         replaces them (pulumi/pulumi-docker#293).
         """
-        options = pulumi.ResourceOptions(parent=self, replace_on_changes=["name"])
-        return docker.RemoteImage(f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=options)
+        if suffix not in self._images:  # one resource per image, however many containers use it
+            options = pulumi.ResourceOptions(parent=self, replace_on_changes=["name"])
+            self._images[suffix] = docker.RemoteImage(
+                f"{self._name}-{suffix}", name=reference, keep_locally=True, opts=options
+            )
+        return self._images[suffix]
 
     def _data_volume(self, role: str) -> docker.ContainerVolumeArgs:
         """Named volume by default, or `<dataPath>/<role>_data` on the host; one per role."""
@@ -289,13 +317,16 @@ class RegistryStack(pulumi.ComponentResource):
         config: pulumi.Input[str],
         data_of: str = "",
         wait: bool = True,
+        files: dict[str, str] | None = None,
+        start: tuple[list[str], list[str]] | None = None,
     ) -> docker.Container:
+        """A registry; `files` are uploaded beside its config, `start` is (entrypoint, command)."""
         settings = self._settings
         major = settings.registry_major_version
         uploads = [docker.ContainerUploadArgs(file=renderers.registry_config_path(major), content=config)]
+        uploads += [docker.ContainerUploadArgs(file=path, content=text) for path, text in (files or {}).items()]
         healthcheck = _http_healthcheck(f"http://127.0.0.1:{renderers.REGISTRY_PORT}/v2/")
-        entrypoints: list[str] | None = None
-        command: list[str] | None = None
+        entrypoints, command = start if start else (None, None)
         if role == "build" and settings.cleanup.enabled:
             # registry-stack-cleanup runs the registry and its maintenance windows (build_cleanup.py).
             uploads += build_cleanup.build_uploads(settings)
@@ -483,11 +514,11 @@ class RegistryStack(pulumi.ComponentResource):
         volumes: list[docker.ContainerVolumeArgs],
         healthcheck: docker.ContainerHealthcheckArgs,
         command: list[str] | None = None,
+        entrypoints: list[str] | None = None,
         ports: list[docker.ContainerPortArgs] | None = None,
         depends_on: Sequence[pulumi.Resource] | None = None,
         envs: list[str] | None = None,
         wait: bool = True,
-        entrypoints: list[str] | None = None,
     ) -> docker.Container:
         settings = self._settings
         name = settings.names.container(role)

@@ -25,6 +25,7 @@ from . import naming
 from .cleanup_settings import CleanupSettings, read_cleanup
 from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
 from .mirror_settings import PLACEHOLDER_KEY, MirrorSettings, read_mirror_settings
+from .prewarm_settings import PrewarmImage, parse_prewarm, with_pins
 from .secret import Secret
 from .stack_config import check_stack_config
 from .swarm_settings import Topology, read_topology
@@ -116,6 +117,9 @@ class Settings:
     topology: Topology = field(default_factory=Topology)
     # Build-registry cleanup: schedule and retention rules (components/build_cleanup.py).
     cleanup: CleanupSettings = field(default_factory=CleanupSettings)
+    # Images every `pulumi up` pulls into the caches (`prewarm`); the pinned ones are also in
+    # their upstream's `pins`.
+    prewarm: tuple[PrewarmImage, ...] = ()
     # Swarm mode: the node these settings render for (`for_node`); empty for the whole stack.
     node: str = ""
     # Secret keys passed as Outputs (secrets from a program in another language): their value
@@ -230,6 +234,8 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
     read = _Values({name: value for name, value in values.items() if name not in deferred})
     stack = _validated_stack_name(stack)
     registry_image = _image("registryImage", read("registryImage"))
+    upstreams = _read_upstreams(read, registry_major_version(registry_image))
+    prewarm = parse_prewarm(read("prewarm"), upstreams)
     host_address = _ip_address("hostAddress", read("hostAddress"))
     settings = Settings(
         stack=stack,
@@ -241,7 +247,8 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
         herd_image=_image("herdImage", read("herdImage")),
         data_path=_absolute_path("dataPath", read("dataPath")),
         external_network=_docker_name("network", read("network")),
-        upstreams=_read_upstreams(read, registry_major_version(registry_image)),
+        upstreams=with_pins(upstreams, prewarm),
+        prewarm=prewarm,
         users=_users(read("users")),
         cache_client_networks=_networks("cacheClientNetworks", read("cacheClientNetworks")),
         https_port=read("httpsPort"),
@@ -444,9 +451,25 @@ def _check_cleanup(settings: Settings) -> None:
         )
 
 
+def _check_prewarm(settings: Settings) -> None:
+    if not settings.prewarm:
+        return
+    if not settings.enable_cache:
+        raise ConfigError(
+            f"{ref('prewarm')} lists {len(settings.prewarm)} image(s) but {ref('enableCache')} is false: there is "
+            "no cache to pre-warm. Set enableCache true, or remove prewarm"
+        )
+    if settings.topology.is_swarm:
+        raise ConfigError(
+            f"{ref('prewarm')} with {ref('orchestrator')}=swarm is not supported yet (each node's caches would "
+            "need their own pre-warm run and pins file): remove prewarm, or use orchestrator docker"
+        )
+
+
 def _check_combinations(settings: Settings) -> None:
     _check_metrics(settings)
     _check_cleanup(settings)
+    _check_prewarm(settings)
     _check_swarm(settings)
     _check_swarm_hostnames(settings)
     if settings.unified_endpoint and not settings.enable_build:

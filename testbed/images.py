@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
-BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "kill")
+# awk and mv: the start script of a cache with pinned images (components/prewarm_app), as the
+# official registry image's busybox has them.
+BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "kill", "awk", "mv")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECIPE_LABEL = "registry-stack.recipe"
 PRIVATE_APT_DIR = Path(os.environ.get("REGISTRY_STACK_APT_DIR", "/var/cache/registry-stack/apt"))
@@ -330,6 +332,7 @@ def root_filesystem(image: LocalImage, source: str = "") -> bytes:
 def recipe_hash(image: LocalImage, source: str = "") -> str:
     source = source or image.binary
     digest = hashlib.sha256(json.dumps(image.__dict__, sort_keys=True, default=list).encode())
+    digest.update(" ".join(BUSYBOX_APPLETS).encode())  # a new applet is a new image
     for path in (source, BUSYBOX, *shared_libraries(source), *tree_files(image)):
         digest.update(Path(os.path.realpath(path)).read_bytes())
     return digest.hexdigest()[:16]

@@ -161,6 +161,7 @@ def test_registry_stack_outputs() -> None:
         "caCertPem": "string", "hostnames": "array", "hostsLine": "string", "daemonJson": "string",
         "dockerLogin": "string", "podmanRegistriesConf": "string", "k3sRegistriesYaml": "string",
         "buildkitdToml": "string", "metricsUrl": "string", "prometheusScrapeConfig": "string",
+        "prewarmFailures": "array",
     }
 
 
