@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import metrics, naming
+from . import metrics, naming, pins
 from .settings import Settings, Upstream
 
 AGENT_PORT = 8080
@@ -31,6 +31,12 @@ PROBE_TIMEOUT_SECONDS = 3
 PROBE_MEMO_SECONDS = 10
 # Where the agent sees each registry's storage (read-only) and the front's access log.
 STORAGE_DIR = "/registries"
+# The pins of each capped cache, one file each (the agent serves every cache): the file
+# components/pins.py renders for PINS_PATH, under the upstream's name.
+PINS_DIR = f"{pins.PINS_PATH}.d"
+# How often the agent checks each capped cache against its cap (a walk of its storage; a
+# pass under the cap reads nothing else).
+EVICTION_INTERVAL_SECONDS = 20
 
 
 def agent_files() -> dict[str, str]:
@@ -49,23 +55,42 @@ def agent_dial(settings: Settings) -> str:
     return settings.names.dial(AGENT_ROLE, AGENT_PORT)
 
 
+def pins_path(upstream: Upstream) -> str:
+    return f"{PINS_DIR}/{upstream.name}"
+
+
+def pins_files(settings: Settings) -> dict[str, str]:
+    """The pins file of each capped cache, by its path in the agent (what eviction never removes)."""
+    return {pins_path(u): pins.pins_file(pins.pinned_references(u)) for u in settings.caches if u.max_bytes}
+
+
+def storage_mounts(settings: Settings) -> list[tuple[str, str, bool]]:
+    """(volume role, path in the agent, read-only) of each view; a capped cache's storage is
+    writable: the agent evicts from it."""
+    capped = {u.role for u in settings.caches if u.max_bytes}
+    return [(role, path, role not in capped) for role, path in storage_views(settings).items()]
+
+
 def storage_views(settings: Settings) -> dict[str, str]:
-    """Volume role -> where the agent mounts it read-only: each registry's storage, the access log."""
+    """Volume role -> where the agent mounts it: each registry's storage, the access log."""
     # A build registry in a bucket, or on another swarm node, has no storage to mount here.
     has_build_volume = settings.enable_build and settings.front_sees_build_storage
     views = {naming.BUILD: f"{STORAGE_DIR}/{naming.BUILD}"} if has_build_volume else {}
     views.update({u.role: f"{STORAGE_DIR}/{u.role}" for u in settings.caches})
-    if settings.metrics_port:
+    if settings.writes_access_log:
         views[metrics.LOGS_ROLE] = metrics.LOG_DIR
     return views
 
 
 def _registries(settings: Settings) -> list[dict[str, Any]]:
-    entries = [{"name": naming.BUILD, "role": naming.BUILD}] if settings.enable_build else []
-    entries += [{"name": u.name, "role": u.role} for u in settings.caches]
+    entries: list[dict[str, Any]] = [{"name": naming.BUILD, "role": naming.BUILD}] if settings.enable_build else []
+    entries += [
+        {"name": u.name, "role": u.role, **({"capBytes": u.max_bytes, "pinsPath": pins_path(u)} if u.max_bytes else {})}
+        for u in settings.caches
+    ]
     return [
         {
-            "name": entry["name"],
+            **{k: v for k, v in entry.items() if k != "role"},
             "debugUrl": f"http://{settings.names.dial(entry['role'], metrics.REGISTRY_DEBUG_PORT)}",
             "dataDir": f"{STORAGE_DIR}/{entry['role']}",
             "countsBlobMisses": settings.registry_major_version >= 3,
@@ -75,7 +100,7 @@ def _registries(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _access_log(settings: Settings) -> dict[str, Any] | None:
-    if not settings.metrics_port:
+    if not settings.writes_access_log:
         return None
     hosts = {u.hostname(settings.domain): u.name for u in settings.caches}
     if settings.enable_build:
@@ -98,6 +123,8 @@ def agent_config(settings: Settings, passwords: dict[str, str]) -> str:
         "probe": {"timeoutSeconds": PROBE_TIMEOUT_SECONDS, "memoSeconds": PROBE_MEMO_SECONDS},
         "registries": _registries(settings),
     }
+    if any(u.max_bytes for u in settings.caches):
+        config["eviction"] = {"intervalSeconds": EVICTION_INTERVAL_SECONDS}
     access_log = _access_log(settings)
     if access_log:
         config["accessLog"] = access_log

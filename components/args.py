@@ -117,6 +117,14 @@ class RegistryStackArgs(TypedDict):
         "\";pin=false\"; pinned ones (the default) are never evicted by the size cap nor expired by the "
         "TTL."
     )
+    cacheMaxSize: NotRequired[pulumi.Input[str]]
+    (
+        "Size cap of each cache's storage, such as \"50GiB\" or \"500MiB\" (B, KiB, MiB, GiB, TiB, or KB, MB, "
+        "GB, TB; at least 1MiB); empty means no cap. Past it, the agent removes the least recently pulled "
+        "images (pinned ones never) until the cache is under it again. On registry 3.x a cap turns the "
+        "TTL off (ttl 0) unless an upstream sets ;ttl= itself; 2.8 still expires content 7 days after its "
+        "fetch (README \"The cache's size\")."
+    )
     unifiedEndpoint: NotRequired[pulumi.Input[bool]]
     (
         "Serve registry.<domain> too, one authenticated hostname that takes pushes (to the build "

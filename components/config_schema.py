@@ -190,6 +190,12 @@ KEYS: tuple[Key, ...] = (
            'Images every pulumi up pulls into the caches (README "Pre-warmed, pinned images"), as '
            '"upstream=repository:tag" or "upstream=repository@sha256:<digest>" with an optional ";pin=false"; '
            "pinned ones (the default) are never evicted by the size cap nor expired by the TTL."),
+    Key("cacheMaxSize", "string", "",
+        'Size cap of each cache\'s storage, such as "50GiB" or "500MiB" (B, KiB, MiB, GiB, TiB, or KB, MB, GB, '
+        "TB; at least 1MiB); empty means no cap. Past it, the agent removes the least recently pulled images "
+        "(pinned ones never) until the cache is under it again. On registry 3.x a cap turns the TTL off (ttl 0) "
+        "unless an upstream sets ;ttl= itself; 2.8 still expires content 7 days after its fetch "
+        '(README "The cache\'s size").'),
     Key("unifiedEndpoint", "boolean", False,
         "Serve registry.<domain> too, one authenticated hostname that takes pushes (to the build registry) "
         'and serves pulls of everything (see README "Unified endpoint").'),

@@ -15,9 +15,10 @@ be worse than none. The metrics hold no secret (no repository names either, exce
 `/stats`). The registries' debug ports themselves stay unpublished; only their
 `/metrics` is forwarded, never `/debug/pprof` or `/debug/vars`.
 
-Pulls per image come from the front's access log, written (only when metrics are on)
-to a volume of its own that the agent reads; the front's own volume, which holds the
-ACME account and keys, is never shared.
+Pulls per image come from the front's access log, written (only when metrics are on,
+or a cache has a size cap: its last pulls decide what is evicted) to a volume of its own
+that the agent reads; the front's own volume, which holds the ACME account and keys, is
+never shared.
 """
 
 from __future__ import annotations
@@ -88,9 +89,13 @@ def metrics_server(settings: Settings, agent_dial: str) -> dict[str, Any]:
 
 
 def add_to_front(config: dict[str, Any], registry_server: dict[str, Any], settings: Settings, agent_dial: str) -> None:
-    """Turn metrics on in a rendered front config: the listener, Caddy's HTTP metrics, the access log."""
+    """Turn metrics on in a rendered front config: the listener, Caddy's HTTP metrics."""
     config["apps"]["http"]["servers"]["metrics"] = metrics_server(settings, agent_dial)
     registry_server["metrics"] = {}  # Caddy >= 2.8 collects HTTP metrics only when asked
+
+
+def add_access_log(config: dict[str, Any], registry_server: dict[str, Any]) -> None:
+    """The access log the agent reads (Settings.writes_access_log: metrics on, or a cache capped)."""
     registry_server["logs"] = {"default_logger_name": ACCESS_LOGGER}
     access = f"http.log.access.{ACCESS_LOGGER}"
     config["logging"] = {"logs": {

@@ -178,7 +178,7 @@ class RegistryStack(pulumi.ComponentResource):
             # (distribution 2.8 in proxy mode exits when its upstream is unreachable).
             self.containers[upstream.standby_role] = self._registry(
                 upstream.standby_role, registry_image, network,
-                renderers.registry_config("standby", major), data_of=upstream.role,
+                renderers.standby_registry_config(upstream, major), data_of=upstream.role,
             )
             self.containers[naming.herd_role(upstream.name)] = self._herd(upstream, network)
         if settings.caches:
@@ -384,14 +384,14 @@ class RegistryStack(pulumi.ComponentResource):
             def render(value: Any) -> str:
                 credentials = credentials_of(settings, value).get(upstream.name)
                 proxy = renderers.ProxyCredentials(*credentials) if credentials else None
-                return renderers.registry_config("cache", major, upstream.url, proxy, upstream.ttl)
+                return renderers.cache_registry_config(upstream, major, proxy)
 
             return deferred.apply(render)  # secret: the Output is
         if upstream.password is None:
-            return renderers.registry_config("cache", major, upstream.url, ttl=upstream.ttl)
+            return renderers.cache_registry_config(upstream, major)
         return _secret(upstream.password).apply(
-            lambda password: renderers.registry_config(
-                "cache", major, upstream.url, renderers.ProxyCredentials(upstream.username, password), upstream.ttl
+            lambda password: renderers.cache_registry_config(
+                upstream, major, renderers.ProxyCredentials(upstream.username, password)
             )
         )
 
@@ -405,13 +405,16 @@ class RegistryStack(pulumi.ComponentResource):
             lambda passwords: agent.agent_config(settings, passwords)
         ) if secrets else agent.agent_config(settings, {})
         files.append(docker.ContainerUploadArgs(file=agent.AGENT_CONFIG_PATH, content=config))
+        # What eviction never removes, one file per capped cache.
+        pins = agent.pins_files(settings)
+        files += [docker.ContainerUploadArgs(file=path, content=text) for path, text in pins.items()]
         return self._container(
             agent.AGENT_ROLE,
             image=self._image("agent-image", settings.agent_image),
             network=network,
             aliases=[settings.names.container(agent.AGENT_ROLE)],
             uploads=files,
-            volumes=[self._view(role, path) for role, path in agent.storage_views(settings).items()],
+            volumes=[self._view(role, path, read_only) for role, path, read_only in agent.storage_mounts(settings)],
             healthcheck=_http_healthcheck(f"http://127.0.0.1:{agent.AGENT_PORT}/healthz"),
             command=agent.agent_command(),
         )
@@ -437,9 +440,10 @@ class RegistryStack(pulumi.ComponentResource):
         if settings.tls.is_acme:
             ports.append(docker.ContainerPortArgs(internal=80, external=settings.http_port, ip=settings.bind_address))
         volumes = [self._data_volume("front"), *self._registry_storage_views()]
-        if settings.metrics_port:  # the metrics listener, and the access log the agent reads
+        if settings.metrics_port:  # the metrics listener
             ports.append(docker.ContainerPortArgs(
                 internal=metrics.METRICS_PORT, external=settings.metrics_port, ip=settings.bind_address))
+        if settings.writes_access_log:  # the access log the agent reads
             volumes.append(self._view(metrics.LOGS_ROLE, metrics.LOG_DIR, read_only=False))
         depends = [c for role, c in self.containers.items() if role != "front"]
         return self._container(

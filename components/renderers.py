@@ -92,11 +92,20 @@ def registry_config(
     storage: S3Storage | None = None,
     storage_secret_key: str = "",
     drain_timeout: str = "",
+    descriptor_cache: bool = True,
 ) -> str:
     """config.yml for the build (push), cache (proxy) or standby registry.
 
     `drain_timeout` (http.draintimeout): on SIGTERM the registry finishes the requests it
     serves for that long before it exits (a cleanup window stops the build registry's writer).
+
+    `descriptor_cache=False` (a capped cache and its standby): no `storage.cache`, so every
+    blob lookup asks the storage. With `blobdescriptor: inmemory` the registry keeps a blob's
+    descriptor after the agent's eviction removed its file, answers its Stat from memory and
+    then fails to read it, where without it the proxy fetches the blob again from the
+    upstream (proxyblobstore.go serveLocal: a failed local Stat falls through to the remote)
+    and the standby answers 404. The cache is optional ("if configured", configuration.md
+    `cache`); on a local filesystem a lookup without it is two small reads.
 
     `storage` puts the build registry into a bucket (`storage_secret_key` is its secret key,
     revealed only here, so the config is a secret wherever it carries one).
@@ -118,7 +127,7 @@ def registry_config(
             "filesystem": {"rootdirectory": REGISTRY_DATA_DIR},
             # Delete lets the build registry drop tags and lets a cache expire blobs.
             "delete": {"enabled": True},
-            "cache": {"blobdescriptor": "inmemory"},
+            **({"cache": {"blobdescriptor": "inmemory"}} if descriptor_cache else {}),
         },
         "http": {
             "addr": f":{REGISTRY_PORT}",
@@ -158,6 +167,20 @@ def registry_config(
             proxy["ttl"] = ttl
         config["proxy"] = proxy
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def cache_registry_config(
+    upstream: Upstream, major_version: int, credentials: ProxyCredentials | None = None
+) -> str:
+    """The cache's config.yml (proxy of `upstream`); without the descriptor cache when capped."""
+    return registry_config(
+        "cache", major_version, upstream.url, credentials, upstream.ttl, descriptor_cache=not upstream.max_bytes
+    )
+
+
+def standby_registry_config(upstream: Upstream, major_version: int) -> str:
+    """The standby's config.yml (read-only, on the cache's storage); no descriptor cache when capped."""
+    return registry_config("standby", major_version, descriptor_cache=not upstream.max_bytes)
 
 
 def _s3_storage(storage: S3Storage, secret_key: str, major_version: int) -> dict[str, Any]:
@@ -487,8 +510,10 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
         "storage": {"module": "file_system", "root": f"{FRONT_DATA_DIR}/caddy"},
         "apps": {"http": {"servers": {"registry": server}}, "tls": _tls_app(settings)},
     }
-    if settings.metrics_port:  # the metrics listener, Caddy's metrics, the access log
+    if settings.metrics_port:  # the metrics listener, Caddy's metrics
         metrics.add_to_front(config, server, settings, agent.agent_dial(settings))
+    if settings.writes_access_log:
+        metrics.add_access_log(config, server)
     if settings.tls.is_acme:
         config["apps"]["http"]["http_port"] = 80
         config["apps"]["http"]["https_port"] = 443

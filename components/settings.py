@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pulumi
 
 from . import naming
+from .cache_size import parse_size
 from .cleanup_settings import CleanupSettings, read_cleanup
 from .config_schema import KNOWN_KEYS, PROJECT, ConfigError, key, ref
 from .mirror_settings import PLACEHOLDER_KEY, MirrorSettings, read_mirror_settings
@@ -193,6 +194,11 @@ class Settings:
         return tuple(names)
 
     @property
+    def writes_access_log(self) -> bool:
+        """The front logs its requests for the agent: pulls per image (metrics), last pulls (the size cap)."""
+        return bool(self.metrics_port) or any(u.max_bytes for u in self.caches)
+
+    @property
     def any_registry(self) -> bool:
         return self.enable_build or self.enable_cache
 
@@ -234,7 +240,7 @@ def settings_from_values(values: Mapping[str, Any], stack: str) -> Settings:
     read = _Values({name: value for name, value in values.items() if name not in deferred})
     stack = _validated_stack_name(stack)
     registry_image = _image("registryImage", read("registryImage"))
-    upstreams = _read_upstreams(read, registry_major_version(registry_image))
+    upstreams = _read_upstreams(read, registry_major_version(registry_image), read("enableCache"))
     prewarm = parse_prewarm(read("prewarm"), upstreams)
     host_address = _ip_address("hostAddress", read("hostAddress"))
     settings = Settings(
@@ -344,13 +350,43 @@ def _validated_stack_name(stack: str) -> str:
     return name
 
 
-def _read_upstreams(read: _Values, registry_major: int) -> tuple[Upstream, ...]:
+def _read_upstreams(read: _Values, registry_major: int, enable_cache: bool) -> tuple[Upstream, ...]:
     upstreams = parse_upstreams(read("upstreams"), registry_major)
     credentials = parse_credentials(read("upstreamCredentials"), upstreams)
-    return tuple(
+    with_credentials = tuple(
         replace(u, username=credentials[u.name][0], password=Secret(credentials[u.name][1]))
         if u.name in credentials else u
         for u in upstreams
+    )
+    return _capped(with_credentials, read("cacheMaxSize"), registry_major, enable_cache)
+
+
+# `proxy.ttl: 0` turns distribution 3.x's expiry off: "TTL is disabled, never expire", no
+# scheduler at all (registry/proxy/proxyregistry.go, `*config.TTL > 0`; configuration.md:
+# "set to 0 to disable cache expiration").
+TTL_OFF = "0s"
+
+
+def _capped(
+    upstreams: tuple[Upstream, ...], size: str, registry_major: int, enable_cache: bool
+) -> tuple[Upstream, ...]:
+    """Each cache capped at cacheMaxSize; on 3.x the cap replaces the TTL unless `;ttl=` is set.
+
+    Why the TTL goes: it deletes content a fixed time after its fetch, however often it is
+    pulled since and even while the upstream is down (a hit does not refresh it). With a cap,
+    what leaves is what is least used, only when room is needed. An upstream's own `;ttl=`
+    still applies beside the cap (both remove). 2.8 hard-codes 7 days and cannot be turned off.
+    """
+    cap = parse_size(size)
+    if not cap:
+        return upstreams
+    if not enable_cache:
+        raise ConfigError(
+            f"{ref('cacheMaxSize')}={size!r} but {ref('enableCache')} is false: there is no cache to cap. "
+            "Remove cacheMaxSize, or set enableCache true"
+        )
+    return tuple(
+        replace(u, max_bytes=cap, ttl=u.ttl or (TTL_OFF if registry_major >= 3 else "")) for u in upstreams
     )
 
 

@@ -164,7 +164,7 @@ class SwarmServices:
             ))
             specs.append(ServiceSpec(
                 role=upstream.standby_role, image=scoped.registry_image,
-                files={registry_files: renderers.registry_config("standby", major)},
+                files={registry_files: renderers.standby_registry_config(upstream, major)},
                 mounts=[data], env=env, healthcheck=health, depends_on=after,
             ))
             cache, standby = names.container(upstream.role), names.container(upstream.standby_role)
@@ -191,9 +191,10 @@ class SwarmServices:
         files[agent.AGENT_CONFIG_PATH] = pulumi.Output.all(**secrets).apply(
             lambda passwords: agent.agent_config(scoped, passwords)
         ) if secrets else agent.agent_config(scoped, {})
+        files.update(agent.pins_files(scoped))
         return ServiceSpec(
             role=agent.AGENT_ROLE, image=scoped.agent_image, files=files,
-            mounts=[self._volume(role, path, read_only=True) for role, path in agent.storage_views(scoped).items()
+            mounts=[self._volume(role, path, read_only) for role, path, read_only in agent.storage_mounts(scoped)
                     if role != metrics.LOGS_ROLE] + self._log_mounts(scoped, read_only=True),
             command=agent.agent_command(),
             healthcheck=http_healthcheck(f"http://127.0.0.1:{agent.AGENT_PORT}/healthz"),
@@ -224,8 +225,8 @@ class SwarmServices:
         )
 
     def _log_mounts(self, scoped: Settings, read_only: bool) -> list[docker.ServiceTaskSpecContainerSpecMountArgs]:
-        """The front's access log, which the agent reads (metrics endpoint only)."""
-        if not scoped.metrics_port:
+        """The front's access log, which the agent reads (metrics endpoint, size cap)."""
+        if not scoped.writes_access_log:
             return []
         return [self._volume(metrics.LOGS_ROLE, metrics.LOG_DIR, read_only=read_only)]
 

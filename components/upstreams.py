@@ -37,6 +37,8 @@ class Upstream:
     ttl: str = ""
     # Pinned references in this cache (components/pins.py), filled from `prewarm`.
     pins: tuple[str, ...] = ()
+    # Size cap of this cache's storage in bytes (cacheMaxSize); 0: none.
+    max_bytes: int = 0
 
     @property
     def has_credentials(self) -> bool:

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .eviction import CappedCache, Evictor
 from .probe import Answer, Prober, ProbeRequest, parse_path
 from .stats import AccessLog, Registry, Stats, StorageSizes, prometheus_text
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamConfig
@@ -130,10 +131,28 @@ class AgentServer(ThreadingHTTPServer):
         self.stats = stats or Stats([], None, StorageSizes([]))
 
 
+def make_evictor(config: dict[str, Any], stats: Stats) -> Evictor | None:
+    """The size cap's loop over every capped cache; None without one (or without the access log)."""
+    caches = [
+        CappedCache(entry["name"], entry["dataDir"], int(entry["capBytes"]), entry.get("pinsPath", ""))
+        for entry in config.get("registries", []) if int(entry.get("capBytes", 0))
+    ]
+    access_log = stats.access_log
+    if not caches or access_log is None:
+        return None
+    evictor = Evictor(caches, access_log.pulls_of, float(config.get("eviction", {}).get("intervalSeconds", 20)))
+    # /stats and /metrics report the evictor's counters.
+    stats.evicted_images, stats.evicted_bytes = evictor.evicted_images, evictor.evicted_bytes
+    return evictor
+
+
 def serve(config: dict[str, Any]) -> None:
     port = int(config.get("port", 8080))
     stats = make_stats(config)
     stats.sizes.start()
+    evictor = make_evictor(config, stats)
+    if evictor:
+        evictor.start()
     server = AgentServer(("0.0.0.0", port), make_prober(config), stats)
     sys.stderr.write(f"agent: listening on :{port} for {', '.join(config.get('upstreams', {})) or 'no upstream'}\n")
     server.serve_forever()

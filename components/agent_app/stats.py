@@ -101,6 +101,7 @@ class ManifestRequest:
     image_manifest: bool  # an image's own manifest, not an index of platforms
     client: str
     time: float
+    reference: str = ""  # the tag or digest asked for
 
 
 def manifest_request(line: str, hosts: dict[str, str]) -> ManifestRequest | None:
@@ -123,6 +124,7 @@ def manifest_request(line: str, hosts: dict[str, str]) -> ManifestRequest | None
         image_manifest=content_type.split(";", 1)[0].strip() in IMAGE_MANIFEST_TYPES,
         client=str(request.get("remote_ip", "")),
         time=float(entry.get("ts") or 0),
+        reference=parts[-1],
     )
 
 
@@ -162,6 +164,8 @@ class AccessLog:
         self.path = path
         self.hosts = hosts
         self._counter = PullCounter()
+        # (registry, repository, tag or digest) -> the time of its last pull: what the size cap evicts by.
+        self.last_pulls: dict[tuple[str, str, str], float] = {}
         self._inode = 0
         self._offset = 0
         self._pending = ""
@@ -191,6 +195,8 @@ class AccessLog:
             request = manifest_request(line, self.hosts)
             if request:
                 self._counter.add(request)
+                key = (request.registry, request.repository, request.reference)
+                self.last_pulls[key] = max(request.time, self.last_pulls.get(key, 0.0))
 
     def refresh(self) -> None:
         with self._lock:
@@ -206,6 +212,12 @@ class AccessLog:
                 self._offset = handle.tell()
             complete, _, self._pending = text.rpartition("\n")
             self._count(complete.splitlines())
+
+    def pulls_of(self, registry: str) -> dict[tuple[str, str], float]:
+        """(repository, reference) -> last pull, of one registry, with what the log holds now."""
+        self.refresh()
+        with self._lock:
+            return {(repo, ref): when for (name, repo, ref), when in self.last_pulls.items() if name == registry}
 
     def top(self, registry: str, count: int = 10) -> list[tuple[str, int]]:
         self.refresh()
@@ -263,6 +275,9 @@ class Stats:
         self.sizes = sizes
         self._counters = counters
         self.probe_answers: Counter[tuple[str, int]] = Counter()
+        # What the size cap removed (eviction.Evictor's counters), by cache.
+        self.evicted_images: Counter[str] = Counter()
+        self.evicted_bytes: Counter[str] = Counter()
 
     def snapshot(self, top: int = 10) -> dict[str, Any]:
         self.sizes.refresh_soon()
@@ -277,6 +292,8 @@ class Stats:
                 if self.access_log else [],
             }
             if registry.is_cache:
+                entry["evictedImages"] = self.evicted_images[registry.name]
+                entry["evictedBytes"] = self.evicted_bytes[registry.name]
                 entry["proxy"] = reliable(self._counters(registry.debug_url), registry.counts_blob_misses)
                 entry["hitRatio"] = hit_ratio(entry["proxy"])
             registries.append(entry)
@@ -318,6 +335,12 @@ def prometheus_text(snapshot: dict[str, Any], probe_answers: Counter[tuple[str, 
     family("registry_stack_storage_cap_bytes", "gauge", "cacheMaxSize of a cache, 0 when it has none")
     for cache in caches:
         lines.append(f'registry_stack_storage_cap_bytes{{registry="{cache["name"]}"}} {cache["capBytes"]}')
+    for field_name, text in (("images", "images the size cap removed from a cache"),
+                             ("bytes", "bytes the size cap removed from a cache")):
+        name = f"registry_stack_evicted_{field_name}_total"
+        family(name, "counter", text)
+        for cache in caches:
+            lines.append(f'{name}{{registry="{cache["name"]}"}} {cache.get(f"evicted{field_name.title()}", 0)}')
     family("registry_stack_probe_answers_total", "counter", "answers the agent gave for what a cache could not serve")
     for (upstream, status), count in sorted(probe_answers.items()):
         lines.append(f'registry_stack_probe_answers_total{{upstream="{upstream}",status="{status}"}} {count}')
