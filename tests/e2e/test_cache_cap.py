@@ -26,7 +26,6 @@ from testbed.clients import (
     digest_in,
     make_unique_image,
     pull_and_forget,
-    put_files,
     remove_local_image,
     wait_until,
 )
@@ -72,7 +71,12 @@ def _seed(cli: DockerCli, upstream: StandinUpstream, name: str, size: int) -> Se
 @pytest.fixture(scope="module")
 def capped(docker_client: docker.DockerClient, local_images: dict[str, str]) -> Iterator[Capped]:
     stack_name = os.environ.get("E2E_STACK", "e2e-cachecap")
-    with realized_stack(docker_client, stack_name, overrides={"cacheMaxSize": CAP, "enableBuild": False}) as (
+    with realized_stack(docker_client, stack_name, overrides={
+        "cacheMaxSize": CAP, "enableBuild": False,
+        # P is pinned the way a site pins: by `prewarm`. It is seeded after the stack is up, so
+        # this up's pre-warm of it fails (a warning); the pin holds all the same.
+        "prewarm": ["docker=library/cap-p:1"],
+    }) as (
         stack, upstream,
     ):
         assert upstream is not None
@@ -124,8 +128,8 @@ def test_past_the_cap_the_oldest_pull_goes_and_what_remains_pulls_by_digest_whil
 ) -> None:
     stack, upstream, images = capped.stack, capped.upstream, capped.images
     cache = stack.address("cache")
-    # The program uploads Upstream.pins here (from `prewarm`); the test pins P the same way.
-    put_files(stack.container("agent"), {PINS_FILE: "# pinned\nlibrary/cap-p:1\n"})
+    pins = stack.container("agent").exec_run(["cat", PINS_FILE])
+    assert pins.exit_code == 0 and "library/cap-p:1" in pins.output.decode().splitlines(), pins.output
 
     for name in ("p", "a", "b", "a", "c"):  # A again: more recent than B
         pull_and_forget(docker_cli, f"{cache}/library/cap-{name}:1")
