@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -107,6 +108,28 @@ PYTHON = LocalImage(
     links=(("/usr/bin/python3", "python3.11"),),
 )
 ALL_IMAGES = (REGISTRY, CADDY, PEBBLE, PYTHON)
+
+# An S3-compatible store for the build registry's `s3` driver in the swarm tests: moto's server
+# mode (PyPI), pinned, in the same Debian python as PYTHON. Chosen over Ceph's radosgw (in
+# Debian) because radosgw needs a RADOS cluster (monitor + OSDs) behind it, or its experimental
+# dbstore backend; moto is one process that keeps the objects in memory and starts in a second.
+# Only the S3 backend and the server's own dependencies (Flask, flask-cors) are installed.
+MOTO_VERSION = "5.2.5"
+MOTO_PACKAGES = (f"moto[s3]=={MOTO_VERSION}", "flask", "flask-cors")
+MOTO_SITE = Path(os.environ.get("REGISTRY_STACK_MOTO_DIR", f"/var/cache/registry-stack/moto-{MOTO_VERSION}"))
+MOTO_PORT = 5000
+MOTO = LocalImage(
+    tag=f"registry-stack-local/moto:{MOTO_VERSION}",
+    binary="/usr/bin/python3.11",
+    entrypoint=[],
+    cmd=["python3", "-m", "moto.server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
+    env={"PYTHONPATH": str(MOTO_SITE)},
+    dirs=("/tmp",),
+    debian_package="python3.11",
+    trees=("/usr/lib/python3.11", str(MOTO_SITE)),
+    skip=PYTHON.skip,
+    links=PYTHON.links,
+)
 
 
 @dataclass(frozen=True)
@@ -376,6 +399,25 @@ def build(image: LocalImage) -> str:
     command += ["-", image.tag]
     subprocess.run(command, input=root_filesystem(image, source), check=True, capture_output=True)
     return image.tag
+
+
+def install_moto() -> None:
+    """pip-install moto's server once into MOTO_SITE (wheels for CPython 3.11, the image's python)."""
+    if (MOTO_SITE / "moto" / "server.py").exists():
+        return
+    partial = MOTO_SITE.with_name(MOTO_SITE.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--only-binary", ":all:",
+         "--python-version", "3.11", "--implementation", "cp", "--target", str(partial), *MOTO_PACKAGES],
+        check=True, capture_output=True,
+    )
+    partial.rename(MOTO_SITE)
+
+
+def build_moto() -> str:
+    install_moto()
+    return build(MOTO)
 
 
 def build_all() -> dict[str, str]:

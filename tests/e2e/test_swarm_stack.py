@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import secrets
+import subprocess
+import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree
 
 import docker
 import pytest
@@ -62,6 +68,9 @@ class SwarmSite:
     outputs: dict[str, Any] = field(default_factory=dict)
     ca_file: str = ""
     mocks: list[SwarmMocks] = field(default_factory=list)
+    # Keys a test changes between `pulumi up`s (the build registry's storage and replicas).
+    extra: dict[str, Any] = field(default_factory=dict)
+    bucket: Bucket | None = None
 
     def values(self) -> dict[str, Any]:
         return e2e_values("Pulumi.dev.yaml", {
@@ -71,6 +80,7 @@ class SwarmSite:
             "bindAddress": "0.0.0.0",
             "users": list(self.users),
             "upstreams": [f"docker={self.upstream_url}"],
+            **self.extra,
         })
 
     def up(self) -> float:
@@ -98,6 +108,61 @@ class SwarmSite:
         return Endpoint(self.outputs[output], ca_file=self.ca_file, auth_header=auth, address=self.bed.address(node))
 
 
+@dataclass
+class Bucket:
+    """The S3-compatible store (moto's server, testbed/images.py MOTO) and its one bucket."""
+
+    url: str  # http://<address>:<port>, reachable from the nodes' tasks and from here
+    name: str = "registry-stack-build"
+    prefix: str = "site"
+    # moto does not check signatures; the driver signs with these all the same.
+    credentials: str = "AKIAREGISTRYSTACK:e2e-not-a-real-secret"
+
+    def storage_url(self) -> str:
+        return f"s3://{self.name}/{self.prefix}?region=us-east-1&endpoint={self.url}"
+
+    def put(self, key: str, data: bytes) -> None:
+        request = urllib.request.Request(f"{self.url}/{self.name}/{key}", data=data, method="PUT",
+                                         headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200, answer.status
+
+    def object_keys(self) -> list[str]:
+        """Every key under the prefix (ListObjectsV2, page by page)."""
+        keys: list[str] = []
+        token = ""
+        while True:
+            query = f"list-type=2&prefix={self.prefix}/" + (f"&continuation-token={urllib.parse.quote(token)}"
+                                                           if token else "")
+            with urllib.request.urlopen(f"{self.url}/{self.name}?{query}", timeout=30) as answer:
+                root = ElementTree.fromstring(answer.read())
+            ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+            keys += [element.text or "" for element in root.findall("s3:Contents/s3:Key", ns)]
+            token = root.findtext("s3:NextContinuationToken", "", ns)
+            if not token:
+                return keys
+
+
+def start_bucket(client: docker.DockerClient, network: str, stack: str) -> Bucket:
+    """moto on the bed's network (the nodes' tasks reach it through their gateway), one bucket made."""
+    tag = images.build_moto()
+    name = f"registry-stack-{stack}-s3"
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True)
+    container = client.containers.run(tag, name=name, network=network, labels={E2E_STACK_LABEL: stack}, detach=True)
+    container.reload()
+    address = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    bucket = Bucket(f"http://{address}:{images.MOTO_PORT}")
+
+    def make() -> None:
+        request = urllib.request.Request(f"{bucket.url}/{bucket.name}", method="PUT")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200, answer.status
+
+    wait_until(make, 60, "moto's server")
+    return bucket
+
+
 @pytest.fixture(scope="module")
 def site(docker_client: docker.DockerClient, local_images: dict[str, str]) -> Iterator[SwarmSite]:
     stack = stack_name()
@@ -112,11 +177,12 @@ def site(docker_client: docker.DockerClient, local_images: dict[str, str]) -> It
         standin = start_named_standin(docker_client, network_name, stack, "upstream.swarm.test")
         container = docker_client.containers.get(standin.container)
         address = container.attrs["NetworkSettings"]["Networks"][network_name]["IPAddress"]
+        bucket = start_bucket(docker_client, network_name, stack)
         tags = [images.REGISTRY.tag, images.CADDY.tag, images.PYTHON.tag, images.VARNISH.tag]
         with swarm_bed_module.swarm_bed(docker_client, network_name, f"registry-stack-{stack}-node", labels,
                                         tags) as bed:
             site = SwarmSite(docker_client, bed, stack, f"http://{address}", standin,
-                             users=[f"{ADMIN}:{secrets.token_urlsafe(18)}"])
+                             users=[f"{ADMIN}:{secrets.token_urlsafe(18)}"], bucket=bucket)
             seconds = site.up()
             print(f"\nswarm bed {bed.timings}, first pulumi up {seconds:.0f} s")
             yield site
@@ -264,3 +330,83 @@ def _serves_everything(site: SwarmSite, node: str, targets: list[tuple[str, str,
             pull_image(site.endpoint(node, output, ADMIN if output == "buildUrl" else ""), repository, reference)
         except RegistryError as error:
             raise AssertionError(f"{output} {repository}:{reference}: {error}") from error
+
+
+def test_the_build_registry_moves_into_the_bucket_and_scales_to_three_and_back(site: SwarmSite) -> None:
+    """Migrate the build data of the volume into the bucket (README "More than one host"), then
+    buildReplicas 1 -> 3 -> 1: every image pushed at any step pulls on every node after each."""
+    assert site.bucket is not None
+    pushed: list[tuple[str, str]] = []
+
+    def push(node: str, name: str) -> None:
+        repository = unique_repository(name)
+        push_image(site.endpoint(node, "buildUrl", ADMIN), repository, "1", synthetic_image([96 * 1024]))
+        pushed.append((repository, "1"))
+
+    def every_image_pulls_everywhere(step: str) -> None:
+        for node in NODES:
+            for repository, reference in pushed:
+                try:
+                    pull_image(site.endpoint(node, "buildUrl", ADMIN), repository, reference)
+                except RegistryError as error:
+                    raise AssertionError(f"{step}: {repository}:{reference} on {node}: {error}") from error
+
+    push(NODES[0], "swarm-before-bucket")
+    copied = copy_build_volume_into_bucket(site)
+    site.extra = {"buildStorage": site.bucket.storage_url(),
+                  "buildStorageCredentials": site.bucket.credentials, "buildReplicas": 1}
+    seconds = {"volume -> bucket": site.up()}
+    assert not build_service_mounts(site), "the build registry on a bucket has no volume"
+    every_image_pulls_everywhere("after the move into the bucket")
+    push(NODES[1], "swarm-on-bucket")
+    assert any(key.endswith("/_manifests/tags/1/current/link") and pushed[-1][0] in key
+               for key in site.bucket.object_keys()), "a push on the bucket lands in the bucket"
+
+    site.extra["buildReplicas"] = 3
+    seconds["1 -> 3"] = site.up()
+    assert build_tasks_running(site) == 3
+    push(NODES[2], "swarm-three-replicas")
+    every_image_pulls_everywhere("at three replicas")
+
+    site.extra["buildReplicas"] = 1
+    seconds["3 -> 1"] = site.up()
+    assert build_tasks_running(site) == 1
+    every_image_pulls_everywhere("back at one replica")
+    print(f"\nbuild data moved into the bucket: {copied} objects; pulumi up seconds {seconds}; "
+          f"{len(pushed)} images pull on {len(NODES)} nodes after every step")
+
+
+def copy_build_volume_into_bucket(site: SwarmSite) -> int:
+    """What `aws s3 sync <volume>/docker s3://<bucket>/<prefix>/docker` does: the filesystem
+    driver's tree under its rootdirectory is the s3 driver's under its rootdirectory (both
+    storagedriver layouts are the same paths), so each file becomes the object of that key."""
+    assert site.bucket is not None
+    host = site.bed.nodes[NODES[0]]  # the volume's node (swarmNodes[0])
+    volume = f"registry-stack-{site.stack}-build-data"
+    archive = subprocess.run(
+        ["docker", "exec", host.container.name, "tar", "-C", f"/var/lib/docker/volumes/{volume}/_data", "-c", "docker"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar:
+            if member.isfile():
+                data = tar.extractfile(member)
+                assert data is not None
+                site.bucket.put(f"{site.bucket.prefix}/{member.name}", data.read())
+                count += 1
+    return count
+
+
+def build_service(site: SwarmSite) -> Any:
+    return site.bed.manager.services.get(f"registry-stack-{site.stack}-build")
+
+
+def build_service_mounts(site: SwarmSite) -> list[Any]:
+    spec = build_service(site).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    return list(spec.get("Mounts") or [])
+
+
+def build_tasks_running(site: SwarmSite) -> int:
+    tasks = build_service(site).tasks(filters={"desired-state": "running"})
+    return sum(1 for task in tasks if task["Status"]["State"] == "running")
