@@ -220,7 +220,7 @@ class RegistryStack(pulumi.ComponentResource):
             self._name, settings, self,
             front_config=self._front_config,
             cache_config=lambda upstream: self._cache_config(upstream, settings.registry_major_version),
-            build_config=build_registry_config(settings),
+            build_config=build_registry_config(settings, self._build_http_secret()),
             tls_files=self._tls_files(),
         )
         services = self.swarm.services
@@ -501,6 +501,11 @@ class RegistryStack(pulumi.ComponentResource):
             )
         )
 
+    def _build_http_secret(self) -> pulumi.Output[str]:
+        """One http.secret for every build replica (renderers.registry_config), kept in state."""
+        secret = random.RandomId(f"{self._name}-build-http-secret", byte_length=32, opts=self._child)
+        return pulumi.Output.secret(secret.b64_std)
+
     def _auth_salt(self) -> random.RandomId:
         """A per-stack seed kept in state makes the bcrypt salts stable across runs (one for every front)."""
         if self._salt is None:
@@ -562,16 +567,22 @@ class RegistryStack(pulumi.ComponentResource):
         return args_type(label=label, value=value)
 
 
-def build_registry_config(settings: Settings) -> pulumi.Input[str]:
-    """The build registry's config.yml; a secret when it carries the bucket's secret key."""
+def build_registry_config(
+    settings: Settings, http_secret: pulumi.Output[str] | None = None
+) -> pulumi.Input[str]:
+    """The build registry's config.yml; a secret when it carries the bucket's secret key or the
+    replicas' shared `http_secret` (swarm mode)."""
     major = settings.registry_major_version
     storage = settings.topology.build_storage
     if settings.cleanup.enabled:  # a volume (settings refuse a bucket): the window stops the writer
         return renderers.registry_config("build", major, drain_timeout=build_cleanup.DRAIN_TIMEOUT)
-    if storage is None or storage.secret_key is None:
+    if (storage is None or storage.secret_key is None) and http_secret is None:
         return renderers.registry_config("build", major, storage=storage)
-    return _secret(storage.secret_key).apply(
-        lambda secret_key: renderers.registry_config("build", major, storage=storage, storage_secret_key=secret_key)
+    storage_secret = _secret(storage.secret_key) if storage and storage.secret_key else pulumi.Output.from_input("")
+    return pulumi.Output.all(storage_secret, http_secret or "").apply(
+        lambda secrets: renderers.registry_config(
+            "build", major, storage=storage, storage_secret_key=secrets[0], http_secret=secrets[1]
+        )
     )
 
 

@@ -93,6 +93,7 @@ def registry_config(
     storage_secret_key: str = "",
     drain_timeout: str = "",
     descriptor_cache: bool = True,
+    http_secret: str = "",
 ) -> str:
     """config.yml for the build (push), cache (proxy) or standby registry.
 
@@ -106,6 +107,12 @@ def registry_config(
     upstream (proxyblobstore.go serveLocal: a failed local Stat falls through to the remote)
     and the standby answers 404. The cache is optional ("if configured", configuration.md
     `cache`); on a local filesystem a lookup without it is two small reads.
+
+    `http_secret` (http.secret) signs the upload state a client carries between the requests of
+    one blob upload; without it each registry process makes its own, so an upload whose PATCH
+    reaches another replica than its POST fails (configuration.md: "If you are building a
+    cluster of registries behind a load balancer, you MUST ensure the secret is the same for
+    all registries"). Given to the build registry in swarm mode, where it has replicas.
 
     `storage` puts the build registry into a bucket (`storage_secret_key` is its secret key,
     revealed only here, so the config is a secret wherever it carries one).
@@ -144,6 +151,8 @@ def registry_config(
     }
     if drain_timeout:
         config["http"]["draintimeout"] = drain_timeout
+    if http_secret:
+        config["http"]["secret"] = http_secret
     if storage is not None:
         if role != "build":
             raise ValueError("only the build registry keeps its data in a bucket")

@@ -258,7 +258,10 @@ class SwarmMocks(RealizingMocks):
     def _update_service(self, service_id: str, props: dict[str, Any]) -> str:
         service = self.client.services.get(service_id)
         arguments = service_arguments(props)
-        service.update(**arguments)
+        # The provider sends the whole new spec (kreuzwerker createServiceSpec from the inputs
+        # alone); docker-py's Service.update would merge it into the current one by default
+        # (fetch_current_spec=True), keeping a mount or constraint the inputs no longer have.
+        service.update(**arguments, fetch_current_spec=False)
         self._converge(service_id, props, updated=True)
         return service_id
 

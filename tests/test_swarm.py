@@ -4,6 +4,7 @@ they roll. (tests/e2e/test_swarm_*.py realizes them on a three-node swarm.)"""
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -174,3 +175,31 @@ def test_the_e2e_realizer_maps_every_declared_service_property(declared):
     with pytest.raises(realize_swarm.UnhandledPropertyError, match="resources"):
         realize_swarm.service_arguments({**services(declared)["registry-stack-dev-build"],
                                          "taskSpec": {"containerSpec": {"image": "x"}, "resources": {}}})
+
+
+def _build_config(declaration: harness.Declaration) -> dict[str, Any]:
+    build = declaration.named("registry-build")
+    (mounted,) = harness.unwrap(build.inputs)["taskSpec"]["containerSpec"]["secrets"]
+    (secret,) = [r for r in declaration.of_type(SECRET) if r.plain_inputs["name"] == mounted["secretName"]]
+    assert isinstance(secret.inputs["data"], harness.SecretValue)
+    config: dict[str, Any] = json.loads(base64.b64decode(secret.plain_inputs["data"]))
+    return config
+
+
+@pytest.mark.parametrize("storage", ["bucket", "volume"])
+def test_every_build_replica_signs_uploads_with_one_secret_kept_in_state(storage: str) -> None:
+    """distribution: behind a load balancer every registry MUST have the same http.secret, or an
+    upload whose PATCH reaches another replica than its POST fails. One RandomId, a swarm secret."""
+    values = {} if storage == "bucket" else {"buildReplicas": 1, "buildStorage": "", "buildStorageCredentials": ""}
+    declaration = declare_swarm(**values)
+    secret = _build_config(declaration)["http"]["secret"]
+    (seed,) = [r for r in declaration.resources if r.name.endswith("-build-http-secret")]
+    assert seed.plain_inputs["byteLength"] == 32
+    # The harness's RandomId is sha256 of its name (tests/harness.py): the secret is that one.
+    assert base64.b64decode(secret) == hashlib.sha256(seed.name.encode()).digest()
+    assert secret not in json.dumps(harness.unwrap(declaration.outputs))
+
+
+def test_one_host_build_registry_keeps_its_own_http_secret() -> None:
+    declaration = harness.declare({f"{P}:users": ["alice:correct-horse-1"]}, secret_keys={f"{P}:users"})
+    assert not [r for r in declaration.resources if r.name.endswith("-build-http-secret")]
