@@ -158,8 +158,8 @@ class RegistryStackArgs(TypedDict):
     (
         "Docker hosts the DaemonMirror points at the cache (enableCache only), each \"local\" or "
         "\"ssh://user@host[:port]?hostKey=<the host's public key, ssh-ed25519 AAAA...>\" with optional "
-        "flags &docker=false&containerd=true&podman=true&etcHosts=true|<ip>&sudo=true; an ssh host "
-        "without hostKey is refused unless it opts out with insecureIgnoreHostKey=true (README \"Host "
+        "flags &docker=false&containerd=true&podman=true&etcHosts=true|<ip>[,<ip>...]&sudo=true; an ssh "
+        "host without hostKey is refused unless it opts out with insecureIgnoreHostKey=true (README \"Host "
         "keys\"); the hosts need python3."
     )
     mirrorSshPrivateKey: NotRequired[pulumi.Input[str]]
@@ -212,7 +212,7 @@ class DaemonMirrorArgs(TypedDict):
     (
         "The host, as a mirrorHosts entry: \"local\" or \"ssh://user@host[:port]?hostKey=<the host's "
         "public key, ssh-ed25519 AAAA...>\", with optional flags &docker=false&containerd=true&podman=true"
-        "&etcHosts=true|<ip>&sudo=true; an ssh host without hostKey is refused unless it opts out with "
+        "&etcHosts=true|<ip>[,<ip>...]&sudo=true; an ssh host without hostKey is refused unless it opts out with "
         "insecureIgnoreHostKey=true."
     )
     caches: pulumi.Input[Sequence[pulumi.Input[MirroredCacheArgs]]]

@@ -224,7 +224,8 @@ KEYS: tuple[Key, ...] = (
     _array("mirrorHosts", [],
            'Docker hosts the DaemonMirror points at the cache (enableCache only), each "local" or '
            '"ssh://user@host[:port]?hostKey=<the host\'s public key, ssh-ed25519 AAAA...>" with optional flags '
-           "&docker=false&containerd=true&podman=true&etcHosts=true|<ip>&sudo=true; an ssh host without hostKey is "
+           "&docker=false&containerd=true&podman=true&etcHosts=true|<ip>[,<ip>...]&sudo=true; an ssh host "
+           "without hostKey is "
            'refused unless it opts out with insecureIgnoreHostKey=true (README "Host keys"); the hosts need python3.'),
     Key("mirrorSshPrivateKey", "string", "",
         "SSH private key (PEM or OpenSSH, no passphrase) for every ssh:// entry of mirrorHosts.", secret=True,

@@ -144,8 +144,9 @@ def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def etc_hosts_line(address: str, hostnames: Sequence[str]) -> str:
-    return f"{address} {' '.join(hostnames)}"
+def etc_hosts_line(addresses: Sequence[str], hostnames: Sequence[str]) -> str:
+    """One `<address> <names>` line per address, the preferred first (mirror_settings.MirrorHost)."""
+    return "\n".join(f"{address} {' '.join(hostnames)}" for address in addresses)
 
 
 def _caches(args: MirrorPlan) -> list[client_configs.CachedRegistry]:
@@ -235,8 +236,8 @@ def host_script_args(args: MirrorPlan, ca_cert_pem: str | None) -> dict[str, Any
         ),
         "files": files,
         "etc_hosts": (
-            {"path": paths.etc_hosts, "line": etc_hosts_line(host.etc_hosts_address, args.hostnames)}
-            if host.etc_hosts_address and args.hostnames
+            {"path": paths.etc_hosts, "line": etc_hosts_line(host.etc_hosts_addresses, args.hostnames)}
+            if host.etc_hosts_addresses and args.hostnames
             else None
         ),
     }

@@ -39,7 +39,8 @@ HOST_FLAGS = {
     "docker": "set the cache as dockerd's registry mirror in daemon.json (default true)",
     "containerd": "write containerd's certs.d hosts.toml for the cached upstream (default false)",
     "podman": "write a registries.conf.d drop-in for podman, CRI-O, buildah and skopeo (default false)",
-    "etcHosts": "add the registry names to /etc/hosts: true (hostAddress) or an IP address (default false)",
+    "etcHosts": "add the registry names to /etc/hosts: true (hostAddress), an IP address, or several separated by "
+                "commas, the preferred first (default false)",
     "sudo": "run the host script with `sudo -n` when the user is not root (default false)",
     "hostKey": "ssh hosts: the public host key the host must present, e.g. hostKey=ssh-ed25519 AAAA... (required)",
     "insecureIgnoreHostKey": "ssh hosts: true accepts any host key instead of hostKey (not recommended)",
@@ -61,8 +62,11 @@ class MirrorHost:
     docker: bool = True
     containerd: bool = False
     podman: bool = False
-    # "" = leave /etc/hosts alone; otherwise the address the registry names map to.
-    etc_hosts_address: str = ""
+    # () = leave /etc/hosts alone; otherwise the addresses the registry names map to, the
+    # preferred first (a swarm: this host's own node, then the others). Go's resolver, which
+    # dockerd, containerd and podman use, returns every address of a name in /etc/hosts, and
+    # a dial tries them in turn, so a refused first address falls through to the next.
+    etc_hosts_addresses: tuple[str, ...] = ()
     sudo: bool = False
     # ssh hosts: `<type> <base64>` the host must present (pulumi-command's connection.hostKey),
     # or the explicit opt-out; exactly one of them is set on every ssh host.
@@ -214,14 +218,14 @@ def _parse_flags(key: str, text: str, query: str, host_address: str, remote: boo
     if not flags.get("docker", True) and not flags.get("containerd", False) and not flags.get("podman", False):
         raise fail("docker=false leaves nothing to configure: add containerd=true or podman=true, or drop the entry")
     if "etcHosts" in seen:
-        flags["etc_hosts_address"] = _etc_hosts_address(seen["etcHosts"], host_address, remote, fail)
+        flags["etc_hosts_addresses"] = _etc_hosts_addresses(seen["etcHosts"], host_address, remote, fail)
     return flags
 
 
-def _etc_hosts_address(value: str, host_address: str, remote: bool, fail: Any) -> str:
+def _etc_hosts_addresses(value: str, host_address: str, remote: bool, fail: Any) -> tuple[str, ...]:
     lowered = value.lower()
     if lowered == "false":
-        return ""
+        return ()
     if lowered == "true":
         if remote and ipaddress.ip_address(host_address).is_loopback:
             # On a remote host the loopback address is that host itself, not the registry.
@@ -230,11 +234,20 @@ def _etc_hosts_address(value: str, host_address: str, remote: bool, fail: Any) -
                 f"address, which on a remote host is that host itself: set {PROJECT}:hostAddress to the "
                 "registry host's address, or give it per host (etcHosts=10.0.0.5)"
             )
-        return host_address
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise fail(f"etcHosts={value!r} must be true, false or an IP address such as 10.0.0.5") from None
+        return (host_address,)
+    addresses = []
+    for part in value.split(","):
+        try:
+            address = str(ipaddress.ip_address(part.strip()))
+        except ValueError:
+            raise fail(
+                f"etcHosts={value!r} must be true, false or an IP address such as 10.0.0.5, or several separated "
+                "by commas (10.0.0.5,10.0.0.6: this host's own swarm node first)"
+            ) from None
+        if address in addresses:
+            raise fail(f"etcHosts={value!r} names {address} twice: list each address once")
+        addresses.append(address)
+    return tuple(addresses)
 
 
 def _host_key_flag(query: str, fail: Any) -> str:

@@ -18,6 +18,7 @@ from components.daemon_mirror import (
     MirrorPlan,
     containerd_hosts_toml,
     containerd_registry_folder,
+    etc_hosts_line,
     host_script_args,
     parse_report,
     script_command,
@@ -102,8 +103,8 @@ def test_host_entries_and_their_flags_are_parsed() -> None:
     )
     local, node1, ops, v6 = mirror.hosts
     assert local.is_local and local.label == "local" and local.docker and not local.containerd
-    assert (node1.user, node1.host, node1.port, node1.containerd, node1.etc_hosts_address) == (
-        "root", "node1.example", 2222, True, "10.0.0.5"
+    assert (node1.user, node1.host, node1.port, node1.containerd, node1.etc_hosts_addresses) == (
+        "root", "node1.example", 2222, True, ("10.0.0.5",)
     )
     assert node1.label == "root@node1.example:2222"
     assert (ops.sudo, ops.docker, ops.containerd, ops.port) == (True, False, True, 22)
@@ -114,7 +115,27 @@ def test_host_entries_and_their_flags_are_parsed() -> None:
 
 def test_etc_hosts_true_uses_host_address() -> None:
     mirror = mirror_of({"mirrorHosts": ["local?etcHosts=true"], "hostAddress": "10.0.0.9"})
-    assert mirror.hosts[0].etc_hosts_address == "10.0.0.9"
+    assert mirror.hosts[0].etc_hosts_addresses == ("10.0.0.9",)
+
+
+def test_etc_hosts_lists_several_addresses_the_preferred_first() -> None:
+    """A swarm: this host's own node first, the other nodes after it, one hosts line each."""
+    mirror = mirror_of({"mirrorHosts": ["local?etcHosts=10.0.0.6,10.0.0.5, 10.0.0.7"]})
+    assert mirror.hosts[0].etc_hosts_addresses == ("10.0.0.6", "10.0.0.5", "10.0.0.7")
+    assert etc_hosts_line(mirror.hosts[0].etc_hosts_addresses, ["a.example", "b.example"]) == (
+        "10.0.0.6 a.example b.example\n10.0.0.5 a.example b.example\n10.0.0.7 a.example b.example"
+    )
+
+
+@pytest.mark.parametrize("value, says", [
+    ("10.0.0.5,10.0.0.5", "names 10.0.0.5 twice"),
+    ("10.0.0.5,node2", "several separated by commas"),
+    ("10.0.0.5,", "several separated by commas"),
+])
+def test_a_bad_etc_hosts_list_names_the_entry_and_the_fix(value: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as raised:
+        mirror_of({"mirrorHosts": [f"local?etcHosts={value}"]})
+    assert "mirrorHosts" in str(raised.value)
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,8 @@ class Host:
         return self.containerd_d / "docker.io/hosts.toml"
 
     def args(self, *, mirror: str = MIRROR, ca: str | None = CA, containerd: bool = False,
-             etc_hosts: bool = False, docker: bool = True, reload: str = "none", stack_id: str = "registry-stack-dev",
+             etc_hosts: bool | str = False, docker: bool = True, reload: str = "none",
+             stack_id: str = "registry-stack-dev",
              dockerd: str = "", settle_seconds: float = 1.0) -> dict[str, Any]:
         files = []
         if docker and ca:
@@ -72,7 +73,8 @@ class Host:
             "settle_seconds": settle_seconds,
             "daemon_json": {"path": str(self.daemon_json), "mirror": mirror} if docker else None,
             "files": files,
-            "etc_hosts": {"path": str(self.etc_hosts), "line": HOSTS_LINE} if etc_hosts else None,
+            "etc_hosts": {"path": str(self.etc_hosts), "line": etc_hosts if isinstance(etc_hosts, str) else HOSTS_LINE}
+            if etc_hosts else None,
         }
 
     def snapshot(self) -> dict[str, bytes]:
@@ -420,6 +422,19 @@ def test_etc_hosts_line_is_added_marked_and_removed(host: Host) -> None:
         stream.write("10.9.9.9 their.host\n")
     ok("remove", host.args(etc_hosts=True))
     assert host.etc_hosts.read_bytes() == ORIGINAL_HOSTS + b"10.9.9.9 their.host\n"
+
+
+def test_several_addresses_are_one_marked_line_each_and_leave_together(host: Host) -> None:
+    names = HOSTS_LINE.split(" ", 1)[1]
+    two = f"10.0.0.6 {names}\n10.0.0.5 {names}"
+    ok("apply", host.args(etc_hosts=two))
+    marked = host.etc_hosts.read_text().splitlines()[2:]
+    assert marked == [f"10.0.0.6 {names}  # DaemonMirror registry-stack-dev",
+                      f"10.0.0.5 {names}  # DaemonMirror registry-stack-dev"]
+    ok("apply", host.args(etc_hosts=HOSTS_LINE))  # back to one address: the other line goes
+    assert host.etc_hosts.read_text().splitlines()[2:] == [f"{HOSTS_LINE}  # DaemonMirror registry-stack-dev"]
+    ok("remove", host.args(etc_hosts=True))
+    assert host.etc_hosts.read_bytes() == ORIGINAL_HOSTS
 
 
 def test_etc_hosts_without_final_newline_comes_back_exactly(host: Host) -> None:

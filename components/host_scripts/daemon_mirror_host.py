@@ -13,7 +13,8 @@ manage; every path is a parameter, so the tests run this script against temporar
   JSON is left untouched and the run fails.
 - `files`: [{"path", "content"}]: files that belong to us (the cache's CA, containerd's
   hosts.toml). A file someone else changed after us is left alone on remove.
-- `etc_hosts`: {"path", "line"}: one line, marked with a comment, for hosts without DNS.
+- `etc_hosts`: {"path", "line"}: `<address> <name>...` lines (one per address, the preferred
+  first), each marked with a comment, for hosts without DNS.
 - `containerd_config`: {"path", "certs_d"}: containerd's config.toml gets `config_path =
   "<certs_d>"` for its CRI plugin (what kubelet and crictl pull with) when it has none:
   containerd 2.1's default is '', and then CRI pulls read no hosts.toml at all (`ctr
@@ -123,8 +124,8 @@ class Args:
         self.etc_hosts: dict | None = None
         if raw.get("etc_hosts"):
             line = _require_str(raw["etc_hosts"], "line").strip()
-            if "\n" in line or "#" in line or len(line.split()) < 2:
-                raise HostError("args: etc_hosts.line must be one '<address> <name>...' line")
+            if "#" in line or any(len(one.split()) < 2 for one in line.split("\n")):
+                raise HostError("args: etc_hosts.line must be '<address> <name>...' lines")
             self.etc_hosts = {"path": _absolute(_require_str(raw["etc_hosts"], "path"), "etc_hosts.path"), "line": line}
 
     @property
@@ -441,7 +442,7 @@ def apply_hosts(spec: dict, current: bytes | None, record: dict | None, marker: 
     base = strip_marked_lines(current, marker)
     if base and not base.endswith(b"\n"):
         base += b"\n"
-    new = base + (spec["line"] + "  " + marker + "\n").encode("utf-8")
+    new = base + "".join(f"{line}  {marker}\n" for line in spec["line"].split("\n")).encode("utf-8")
     if record is None:
         record = new_record(spec, current)
     else:
