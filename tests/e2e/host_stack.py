@@ -6,8 +6,11 @@ One stack serves every host of the bed (tests/e2e/hosts.py):
   and the network's gateway are known before the program is declared: `mirrorHosts` names
   each host by its address, and the front publishes its port on the gateway
   (`bindAddress`), where the hosts reach it as other machines on a site reach the
-  registry host. `etcHosts=<gateway>` is how each host learns the registry names, as a
-  site without DNS would do it;
+  registry host. `etcHosts=<the host's own address>,<gateway>` is how each host learns the
+  registry names, as a site without DNS would do it, with a first address that refuses
+  (nothing listens on the host's own address): every pull below also proves that the
+  clients fall through to the next address of the name, as a swarm's site hosts do when
+  their own node's front is down (README "More than one host");
 - its upstreams are stand-ins under the real names: `registry-1.docker.io` (Docker Hub)
   and `ghcr.io`, network aliases only the stack's containers resolve. On the hosts those
   names lead nowhere (boot.sh), so a pull there succeeds only through the cache.
@@ -215,8 +218,8 @@ class HostStack:
 
 
 def mirror_host_entry(host: Host, gateway: str) -> str:
-    """`ssh://user@<address>?hostKey=...&etcHosts=<gateway>&...`: the host key pinned, as users must."""
-    flags = [f"hostKey={quote(host.host_key)}", f"etcHosts={gateway}"]
+    """`ssh://user@<address>?hostKey=...&etcHosts=<address>,<gateway>&...`: the host key pinned, as users must."""
+    flags = [f"hostKey={quote(host.host_key)}", f"etcHosts={host.address},{gateway}"]
     if host.name in FLAGS:
         flags += FLAGS[host.name].split("&")
     return f"ssh://{LOGIN.get(host.name, 'root')}@{host.address}?{'&'.join(flags)}"
