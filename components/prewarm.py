@@ -148,25 +148,14 @@ class Prewarm:
         parent: pulumi.Resource,
     ) -> None:
         container_name = settings.names.container(ROLE)
-        self.container = docker.Container(
-            f"{name}-{ROLE}",
-            name=container_name,
-            image=image.image_id,
+        self.container = verification.run_once_container(
+            f"{name}-{ROLE}", container_name, image, network, labels, after, parent, run_env=RUN_ENV,
             command=["python3", SCRIPT_PATH, CONFIG_PATH],
             uploads=[
                 docker.ContainerUploadArgs(file=SCRIPT_PATH, content=prewarm_script()),
                 docker.ContainerUploadArgs(file=CONFIG_PATH, content=prewarm_config(settings)),
             ],
             volumes=list(volumes),
-            # Read at construction: the e2e realizer's play_up gives each played `up` its own id.
-            envs=[f"{RUN_ENV}={verification.RUN_ID}"],
-            attach=True,
-            logs=True,
-            must_run=False,
-            restart="no",
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network, aliases=[container_name])],
-            labels=list(labels),
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after), delete_before_replace=True),
         )
 
         def report(values: list[Any]) -> list[str]:

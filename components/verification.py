@@ -199,6 +199,37 @@ def failure_message(container_name: str, exit_code: int | None, logs: str | None
     )
 
 
+def run_once_container(
+    logical_name: str,
+    container_name: str,
+    image: docker.RemoteImage,
+    network: pulumi.Input[str],
+    labels: Sequence[docker.ContainerLabelArgs],
+    after: Sequence[pulumi.Resource],
+    parent: pulumi.Resource,
+    run_env: str = RUN_ENV,
+    **spec: Any,
+) -> docker.Container:
+    """A container that runs once per `pulumi up` to completion (the verification, the pre-warm):
+    attached, so the provider waits for its exit and keeps its code and logs; never restarted;
+    a new RUN_ID in `run_env` each up makes it run again. `spec` adds its command, uploads, volumes."""
+    return docker.Container(
+        logical_name,
+        name=container_name,
+        image=image.image_id,
+        # Read at construction: the e2e realizer's play_up gives each played `up` its own id.
+        envs=[f"{run_env}={RUN_ID}"],
+        attach=True,
+        logs=True,
+        must_run=False,
+        restart="no",
+        networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network, aliases=[container_name])],
+        labels=list(labels),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after), delete_before_replace=True),
+        **spec,
+    )
+
+
 class Verification:
     """The run-to-completion container and `passed`: an Output of it that resolves only when
     every check passed (depend on it to wait for a serving stack); it raises otherwise."""
@@ -214,21 +245,11 @@ class Verification:
         parent: pulumi.Resource,
     ) -> None:
         container_name = settings.names.container(ROLE)
-        self.container = docker.Container(
-            f"{name}-{ROLE}",
-            name=container_name,
-            image=image.image_id,
+        self.container = run_once_container(
+            f"{name}-{ROLE}", container_name, image, network, labels, after, parent,
             # The registry image has busybox sh and wget; its entrypoint would start a registry.
             entrypoints=["/bin/sh", "-c"],
             command=[verification_script(targets_for(settings))],
-            envs=[f"{RUN_ENV}={RUN_ID}"],
-            attach=True,
-            logs=True,
-            must_run=False,
-            restart="no",
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network, aliases=[container_name])],
-            labels=list(labels),
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after), delete_before_replace=True),
         )
 
         def outcome(values: list[Any]) -> docker.Container:
