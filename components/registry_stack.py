@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from . import agent, build_cleanup, client_configs, herd, metrics, naming, prewarm, renderers
+from . import agent, build_cleanup, client_configs, herd, metrics, naming, prewarm, renderers, tls_share
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
@@ -86,6 +86,7 @@ class RegistryStack(pulumi.ComponentResource):
         self.prewarm: prewarm.Prewarm | None = None
         self._images: dict[str, docker.RemoteImage] = {}
         self._salt: random.RandomId | None = None
+        self._share: random.RandomPassword | None = None
         # What serves the primary cache in swarm mode (its first node's cache and front).
         self.serving_resources: list[pulumi.Resource] = []
 
@@ -222,6 +223,7 @@ class RegistryStack(pulumi.ComponentResource):
             cache_config=lambda upstream: self._cache_config(upstream, settings.registry_major_version),
             build_config=build_registry_config(settings, self._build_http_secret()),
             tls_files=self._tls_files(),
+            share_auth=self._share_token().apply(tls_share.auth_header) if tls_share.is_shared(settings) else None,
         )
         services = self.swarm.services
         primary = naming.primary(settings.caches)
@@ -478,28 +480,39 @@ class RegistryStack(pulumi.ComponentResource):
 
     def _front_config(self, settings: Settings) -> pulumi.Input[str]:
         """caddy.json of the front that `settings` describe (the stack's, or one swarm node's)."""
-        if not settings.enable_build:
+        orders_for_others = tls_share.role(settings) == tls_share.ORDERER
+        if not settings.enable_build and not orders_for_others:
             return renderers.front_config(settings, [])
         seed = self._auth_salt()
+        users = self._hashed_users(settings, seed.hex) if settings.enable_build else pulumi.Output.from_input([])
+        share_hash = pulumi.Output.all(seed.hex, self._share_token()).apply(
+            lambda values: renderers.bcrypt_hash(values[1], values[0], tls_share.SHARE_USER)
+        ) if orders_for_others else pulumi.Output.from_input("")
+        # The hashes are of secrets: the config made of them stays a secret.
+        return pulumi.Output.secret(pulumi.Output.all(users, share_hash).apply(
+            lambda values: renderers.front_config(settings, values[0], share_token_hash=values[1])
+        ))
+
+    def _hashed_users(self, settings: Settings, seed: pulumi.Output[str]) -> pulumi.Output[list[tuple[str, str]]]:
+        """(name, bcrypt hash) of every user, salted from the stack's seed (stable across runs)."""
         if "users" in settings.deferred:
-            # Passed as an Output (a secret from another language): checked when known, and
-            # the config made of it stays a secret.
-            return pulumi.Output.all(seed.hex, settings.deferred["users"]).apply(
-                lambda values: renderers.front_config(settings, [
-                    (name, renderers.bcrypt_hash(password.reveal(), values[0], name))
-                    for name, password in users_of(settings, values[1])
-                ])
-            )
+            # Passed as an Output (a secret from another language): checked when known.
+            return pulumi.Output.all(seed, settings.deferred["users"]).apply(lambda values: [
+                (name, renderers.bcrypt_hash(password.reveal(), values[0], name))
+                for name, password in users_of(settings, values[1])
+            ])
         passwords = [_secret(password) for _, password in settings.users]
-        return pulumi.Output.all(seed.hex, *passwords).apply(
-            lambda values: renderers.front_config(
-                settings,
-                [
-                    (name, renderers.bcrypt_hash(password, values[0], name))
-                    for (name, _), password in zip(settings.users, values[1:], strict=True)
-                ],
-            )
-        )
+        return pulumi.Output.all(seed, *passwords).apply(lambda values: [
+            (name, renderers.bcrypt_hash(password, values[0], name))
+            for (name, _), password in zip(settings.users, values[1:], strict=True)
+        ])
+
+    def _share_token(self) -> pulumi.Output[str]:
+        """The token the fronts of a swarm with ACME lend certificates with (components/tls_share.py)."""
+        if self._share is None:
+            self._share = random.RandomPassword(
+                f"{self._name}-tls-share-token", length=40, special=False, opts=self._child)
+        return pulumi.Output.secret(self._share.result)
 
     def _build_http_secret(self) -> pulumi.Output[str]:
         """One http.secret for every build replica (renderers.registry_config), kept in state."""

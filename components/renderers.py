@@ -17,7 +17,7 @@ from typing import Any
 
 import bcrypt
 
-from . import agent, metrics, naming
+from . import agent, metrics, naming, tls_share
 from .herd import HERD_PORT
 from .settings import Settings, Upstream
 from .swarm_settings import S3Storage
@@ -43,6 +43,8 @@ FRONT_KEY_PATH = "/etc/caddy/tls/key.pem"
 FRONT_ACME_ROOT_PATH = "/etc/caddy/tls/acme-root.pem"
 FRONT_DATA_DIR = "/data"
 FRONT_ADMIN = "localhost:2019"
+# Caddy's storage (ACME account, certificates) in the front's volume.
+FRONT_STORAGE_ROOT = f"{FRONT_DATA_DIR}/caddy"
 # Each registry's storage, mounted read-only into the front (see _stored_blob_route).
 FRONT_REGISTRY_DATA_DIR = "/registry-data"
 BCRYPT_COST = 12
@@ -491,8 +493,12 @@ def _unauthorized_error_route() -> dict[str, Any]:
     }
 
 
-def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str:
-    """Caddy's native JSON config: one site per registry hostname on one TLS listener."""
+def front_config(settings: Settings, hashed_users: list[tuple[str, str]], share_token_hash: str = "") -> str:
+    """Caddy's native JSON config: one site per registry hostname on one TLS listener.
+
+    ACME in swarm mode (components/tls_share.py): the orderer's front also runs the share
+    listener (`share_token_hash` is the bcrypt hash of its token); a copy orders nothing.
+    """
     routes: list[dict[str, Any]] = []
     if settings.enable_build:
         routes.append(_host_route(settings.build_hostname, _build_routes(settings, hashed_users)))
@@ -516,7 +522,7 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
     }
     config: dict[str, Any] = {
         "admin": {"listen": FRONT_ADMIN},
-        "storage": {"module": "file_system", "root": f"{FRONT_DATA_DIR}/caddy"},
+        "storage": {"module": "file_system", "root": FRONT_STORAGE_ROOT},
         "apps": {"http": {"servers": {"registry": server}}, "tls": _tls_app(settings)},
     }
     if settings.metrics_port:  # the metrics listener, Caddy's metrics
@@ -526,11 +532,23 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]]) -> str
     if settings.tls.is_acme:
         config["apps"]["http"]["http_port"] = 80
         config["apps"]["http"]["https_port"] = 443
+        config["apps"]["http"]["servers"]["http_redirect"] = _redirect_to_https_server(settings)
+    if tls_share.role(settings) == tls_share.COPY:
+        # The orderer's certificates, copied; no automation, or Caddy would order them itself.
+        server["automatic_https"] = {"disable": True}
+        config["apps"]["tls"] = tls_share.copy_tls_app()
+        config["apps"]["http"]["servers"]["http_redirect"]["routes"].insert(
+            0, tls_share.challenge_forward_route(settings))
+    elif settings.tls.is_acme:
         # Caddy still obtains and renews the certificates; only its redirect is replaced.
         server["automatic_https"] = {"disable_redirects": True}
-        config["apps"]["http"]["servers"]["http_redirect"] = _redirect_to_https_server(settings)
     else:
         server["automatic_https"] = {"disable": True}
+    if tls_share.role(settings) == tls_share.ORDERER:
+        if not share_token_hash:
+            raise ValueError("the orderer's front needs the share token's hash (components/tls_share.py)")
+        config["apps"]["http"]["servers"]["tls_share"] = tls_share.share_server(
+            settings, FRONT_STORAGE_ROOT, share_token_hash)
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

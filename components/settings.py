@@ -443,12 +443,6 @@ def _check_metrics(settings: Settings) -> None:
 def _check_swarm(settings: Settings) -> None:
     if not settings.topology.is_swarm:
         return
-    if settings.tls.is_acme:
-        raise ConfigError(
-            f"{ref('tlsMode')}={settings.tls.mode!r} with {ref('orchestrator')}=swarm: each node's front would "
-            "order its own certificates and could not answer the challenges another node's front was given "
-            "(README \"More than one host\"). Use tlsMode self-signed in swarm mode for now"
-        )
     if settings.bind_address != "0.0.0.0":
         raise ConfigError(
             f"{ref('bindAddress')}={settings.bind_address!r} with {ref('orchestrator')}=swarm: a swarm publishes "

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from . import agent, herd, metrics, naming, renderers
+from . import agent, herd, metrics, naming, renderers, tls_share
 from .settings import Settings, Upstream
 
 LABEL_STACK = "registry-stack.stack"
@@ -106,10 +106,13 @@ class SwarmServices:
         cache_config: Callable[[Upstream], pulumi.Input[str]],
         build_config: pulumi.Input[str],
         tls_files: dict[str, FileContent],
+        share_auth: pulumi.Input[str] | None = None,
     ) -> None:
         self._name = name
         self._settings = settings
         self._parent = parent
+        # ACME: the `Authorization` value the copies send the orderer (components/tls_share.py).
+        self._share_auth = share_auth
         self.services: dict[str, docker.Service] = {}
         # The services name the network by id: by name, the provider would replace them on every
         # update (pulumi-docker ServiceTaskSpecNetworksAdvancedArgs: "name is deprecated").
@@ -206,7 +209,18 @@ class SwarmServices:
         after: list[pulumi.Resource],
     ) -> ServiceSpec:
         files: dict[str, FileContent] = {renderers.FRONT_CONFIG_PATH: config, **tls_files}
+        command = ["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH]
         ports = [_host_port(443, scoped.https_port)]
+        if scoped.tls.is_acme:  # HTTP-01 challenges (a copy forwards them to the orderer)
+            ports.append(_host_port(80, scoped.http_port))
+        if tls_share.role(scoped) == tls_share.ORDERER and scoped.tls.acme_trusted_root_pem:
+            files[renderers.FRONT_ACME_ROOT_PATH] = scoped.tls.acme_trusted_root_pem
+        if tls_share.role(scoped) == tls_share.COPY:
+            assert self._share_auth is not None, "a copy needs the share token"
+            files[tls_share.SCRIPT_PATH] = tls_share.copy_start_script(
+                scoped, renderers.FRONT_CONFIG_PATH, renderers.FRONT_ADMIN)
+            files[tls_share.AUTH_PATH] = pulumi.Output.secret(self._share_auth)
+            command = ["sh", tls_share.SCRIPT_PATH]
         if scoped.metrics_port:
             ports.append(_host_port(metrics.METRICS_PORT, scoped.metrics_port))
         storage_views = [
@@ -216,7 +230,7 @@ class SwarmServices:
             role=naming.FRONT, image=scoped.front_image, files=files,
             mounts=[self._volume(naming.FRONT, renderers.FRONT_DATA_DIR), *storage_views,
                     *self._log_mounts(scoped, read_only=False)],
-            command=["caddy", "run", "--config", renderers.FRONT_CONFIG_PATH],
+            command=command,
             healthcheck=http_healthcheck(f"http://{renderers.FRONT_ADMIN}/config/"),
             ports=ports,
             # Containers on the network reach the registries by their public names through a front.
@@ -243,6 +257,10 @@ class SwarmServices:
             driver="overlay",
             # The verification container (and a client on a node) joins it as a plain container.
             attachable=True,
+            # ACME: the orderer lends its certificates' keys to the other nodes over this network
+            # (components/tls_share.py), so it is encrypted (IPsec between the nodes). Only then:
+            # it costs CPU on every byte of an image that crosses from one node to another.
+            options={"encrypted": "true"} if tls_share.is_shared(settings) else None,
             labels=[docker.NetworkLabelArgs(label=LABEL_STACK, value=settings.stack)],
             opts=pulumi.ResourceOptions(parent=self._parent),
         )

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
-# awk and mv: the start script of a cache with pinned images (components/prewarm_app), as the
-# official registry image's busybox has them.
-BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "kill", "awk", "mv")
+# awk and mv: the start script of a cache with pinned images (components/prewarm_app); mkdir, rm,
+# cmp and grep: the start script of a front that copies certificates (components/tls_share.py).
+# The official (Alpine) registry and caddy images' busybox has them all.
+BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "kill", "awk", "mv", "mkdir", "rm", "cmp", "grep")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECIPE_LABEL = "registry-stack.recipe"
 PRIVATE_APT_DIR = Path(os.environ.get("REGISTRY_STACK_APT_DIR", "/var/cache/registry-stack/apt"))

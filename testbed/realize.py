@@ -6,7 +6,7 @@ each declared resource for real, in the order the program's dependencies impose:
 - docker Network / Volume / RemoteImage / Container through the Docker SDK for Python;
 - tls PrivateKey / SelfSignedCert / CertRequest / LocallySignedCert with `cryptography`
   (what pulumi-tls would compute), so the front gets a real CA and leaf;
-- random RandomId with os.urandom.
+- random RandomId with os.urandom, RandomPassword with `secrets`.
 
 Every input property must be handled: an unknown resource type or property raises, so a
 new thing the program declares cannot be silently dropped from the e2e proof.
@@ -20,6 +20,8 @@ import contextlib
 import datetime
 import io
 import os
+import secrets
+import string
 import tarfile
 import time
 from collections.abc import Callable
@@ -128,6 +130,15 @@ class RealizingMocks(pulumi.runtime.Mocks):
         data = os.urandom(int(props["byteLength"]))
         return data.hex(), {**props, "hex": data.hex(), "b64Std": base64.b64encode(data).decode()}
 
+    def _random_password(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
+        """terraform-provider-random's random_password: `length` characters drawn with crypto/rand
+        from upper, lower and numeric (and special unless `special` is false), as `result`."""
+        _take(props, {"length", "special"}, "RandomPassword")
+        special = "" if props.get("special") is False else "!@#$%&*()-_=+[]{}<>:?"
+        alphabet = string.ascii_letters + string.digits + special
+        result = "".join(secrets.choice(alphabet) for _ in range(int(props["length"])))
+        return "none", {**props, "result": result}
+
     # -- tls ------------------------------------------------------------------------------
 
     def _private_key(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
@@ -181,12 +192,15 @@ class RealizingMocks(pulumi.runtime.Mocks):
     # -- docker ---------------------------------------------------------------------------
 
     def _network(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
-        _take(props, {"name", "driver", "labels", "attachable"}, "Network")
+        _take(props, {"name", "driver", "labels", "attachable", "options"}, "Network")
         existing = self.client.networks.list(names=[props["name"]])
         if self.update and existing:
             return existing[0].id, props
+        # kreuzwerker resource_docker_network_funcs.go: `options` becomes NetworkCreate.Options
+        # as it is (the driver's options, such as the overlay's "encrypted").
         network = self.client.networks.create(
-            props["name"], driver=props["driver"], labels=_labels(props), attachable=props.get("attachable"))
+            props["name"], driver=props["driver"], labels=_labels(props), attachable=props.get("attachable"),
+            options=props.get("options") or None)
         self.realized.created.append(("network", props["name"]))
         self.realized.networks.append(props["name"])
         if self.on_network:
@@ -272,6 +286,7 @@ class RealizingMocks(pulumi.runtime.Mocks):
 
 RealizingMocks._HANDLERS = {
     "random:index/randomId:RandomId": RealizingMocks._random_id,
+    "random:index/randomPassword:RandomPassword": RealizingMocks._random_password,
     "tls:index/privateKey:PrivateKey": RealizingMocks._private_key,
     "tls:index/selfSignedCert:SelfSignedCert": RealizingMocks._self_signed,
     "tls:index/certRequest:CertRequest": RealizingMocks._cert_request,

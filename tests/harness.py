@@ -142,6 +142,10 @@ class Mocks(pulumi.runtime.Mocks):
             digest = hashlib.sha256(args.name.encode()).hexdigest()
             outputs["hex"] = digest[: 2 * int(args.inputs.get("byteLength", 16))]
             outputs["b64Std"] = base64.b64encode(bytes.fromhex(outputs["hex"])).decode()
+        elif token == "random:index/randomPassword:RandomPassword":
+            # Letters and digits (special=False), as long as asked, the same every run.
+            digest = hashlib.sha256(args.name.encode()).hexdigest()
+            outputs["result"] = (digest * 4)[: int(args.inputs.get("length", 16))]
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
