@@ -62,8 +62,9 @@ class PebbleApiCertificate:
     key_pem: str
 
 
-def make_pebble_api_certificate(alias: str = PEBBLE_ALIAS) -> PebbleApiCertificate:
-    """A throwaway CA and a leaf for `alias` (what the front dials) and 127.0.0.1 (the test)."""
+def make_pebble_api_certificate(alias: str = PEBBLE_ALIAS, addresses: tuple[str, ...] = ()) -> PebbleApiCertificate:
+    """A throwaway CA and a leaf for `alias` (what the front dials), 127.0.0.1 and `addresses`
+    (where the test reaches the management API)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-stack e2e Pebble API CA")])
@@ -80,7 +81,8 @@ def make_pebble_api_certificate(alias: str = PEBBLE_ALIAS) -> PebbleApiCertifica
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(alias), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names = [x509.DNSName(alias), x509.DNSName("localhost")] + [
+        x509.IPAddress(ipaddress.ip_address(address)) for address in ("127.0.0.1", *addresses)]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, alias)]))
@@ -113,10 +115,11 @@ class Pebble:
     name: str
     management_port: int
     api: PebbleApiCertificate
+    management_address: str = "127.0.0.1"
 
     def _management(self, path: str) -> str:
         context = ssl.create_default_context(cadata=self.api.ca_pem)
-        url = f"https://127.0.0.1:{self.management_port}{path}"
+        url = f"https://{self.management_address}:{self.management_port}{path}"
         with urllib.request.urlopen(url, context=context, timeout=10) as answer:
             return answer.read().decode()
 
@@ -142,7 +145,8 @@ class Pebble:
 
 
 def start_pebble(
-    client: docker.DockerClient, network: str, name: str, api: PebbleApiCertificate, alias: str = PEBBLE_ALIAS
+    client: docker.DockerClient, network: str, name: str, api: PebbleApiCertificate, alias: str = PEBBLE_ALIAS,
+    hosts: dict[str, str] | None = None, management_address: str = "127.0.0.1",
 ) -> Pebble:
     """Start Pebble on `network` under `alias`, validating challenges for real.
 
@@ -150,6 +154,10 @@ def start_pebble(
     aliases (the public hostnames) lead it to the front, and it validates HTTP-01 on port 80
     as Let's Encrypt does. PEBBLE_VA_NOSLEEP only drops Pebble's artificial validation
     delays; PEBBLE_VA_ALWAYS_VALID stays off, so each challenge is really fetched.
+
+    With `hosts` (name -> address) it resolves as the system does instead (Go's resolver reads
+    /etc/hosts first), so a test chooses which front validates. `management_address` is where
+    the engine publishes the management API (another engine's node address, say).
     """
     with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
@@ -168,11 +176,13 @@ def start_pebble(
     }
     container = client.containers.create(
         images.PEBBLE.tag,
-        command=["-config", f"{PEBBLE_CONFIG_DIR}/pebble-config.json", "-dnsserver", "127.0.0.11:53"],
+        command=["-config", f"{PEBBLE_CONFIG_DIR}/pebble-config.json"] + (
+            [] if hosts else ["-dnsserver", "127.0.0.11:53"]),
         name=name,
         network=network,
         networking_config={network: {"Aliases": [alias]}},
-        ports={f"{PEBBLE_MANAGEMENT_PORT}/tcp": ("127.0.0.1", management_port)},
+        extra_hosts=hosts or None,
+        ports={f"{PEBBLE_MANAGEMENT_PORT}/tcp": (management_address, management_port)},
         environment={"PEBBLE_VA_NOSLEEP": "1"},
         labels={"registry-stack.e2e": "acme-server"},
         detach=True,
@@ -183,6 +193,8 @@ def start_pebble(
         f"{PEBBLE_CONFIG_DIR}/key.pem": api.key_pem,
     })
     container.start()
-    pebble = Pebble(client=client, name=name, management_port=management_port, api=api)
-    wait_until(pebble.issuing_root_pem, timeout=30, what=f"Pebble's management API on 127.0.0.1:{management_port}")
+    pebble = Pebble(client=client, name=name, management_port=management_port, api=api,
+                    management_address=management_address)
+    wait_until(pebble.issuing_root_pem, timeout=30,
+               what=f"Pebble's management API on {management_address}:{management_port}")
     return pebble
