@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
+import pulumi_tls as tls
 
 from . import agent, build_cleanup, client_configs, herd, metrics, naming, prewarm, renderers, tls_share
 from .args import RegistryStackArgs, TlsArgs, TlsMode
 from .daemon_mirror import DaemonMirror, daemon_mirrors_for
 from .secret import Secret
 from .settings import Settings, Upstream, credentials_of, settings_from_values, users_of
-from .swarm import SwarmServices
+from .swarm import ShareMaterial, SwarmServices
 from .tls import Tls
 from .verification import Verification
 
@@ -35,6 +36,8 @@ _LabelArgs = TypeVar("_LabelArgs")
 
 LABEL_STACK = "registry-stack.stack"
 LABEL_ROLE = "registry-stack.role"
+# The validity of the certificate the ACME copies pin (swarm mode, _share_material).
+SHARE_CERT_HOURS = 10 * 365 * 24
 
 
 class RegistryStack(pulumi.ComponentResource):
@@ -223,7 +226,7 @@ class RegistryStack(pulumi.ComponentResource):
             cache_config=lambda upstream: self._cache_config(upstream, settings.registry_major_version),
             build_config=build_registry_config(settings, self._build_http_secret()),
             tls_files=self._tls_files(),
-            share_auth=self._share_token().apply(tls_share.auth_header) if tls_share.is_shared(settings) else None,
+            share=self._share_material() if tls_share.is_shared(settings) else None,
         )
         services = self.swarm.services
         primary = naming.primary(settings.caches)
@@ -506,6 +509,31 @@ class RegistryStack(pulumi.ComponentResource):
             (name, renderers.bcrypt_hash(password, values[0], name))
             for (name, _), password in zip(settings.users, values[1:], strict=True)
         ])
+
+    def _share_material(self) -> ShareMaterial:
+        """The token and the share listener's own certificate (components/tls_share.py).
+
+        The copies pin this certificate as their only root, so it needs no CA; ten years, as
+        nothing renews a pin (`pulumi up --replace` on it makes a new one).
+        """
+        settings = self._settings
+        key = tls.PrivateKey(f"{self._name}-tls-share-key", algorithm="ECDSA", ecdsa_curve="P256", opts=self._child)
+        cert = tls.SelfSignedCert(
+            f"{self._name}-tls-share-cert",
+            private_key_pem=key.private_key_pem,
+            is_ca_certificate=False,
+            validity_period_hours=SHARE_CERT_HOURS,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            dns_names=[tls_share.orderer_front(settings)],
+            subject=tls.SelfSignedCertSubjectArgs(common_name=tls_share.orderer_front(settings),
+                                                  organization="registry-stack"),
+            opts=self._child,
+        )
+        return ShareMaterial(
+            auth_header=self._share_token().apply(tls_share.auth_header),
+            cert_pem=cert.cert_pem,
+            key_pem=key.private_key_pem,
+        )
 
     def _share_token(self) -> pulumi.Output[str]:
         """The token the fronts of a swarm with ACME lend certificates with (components/tls_share.py)."""

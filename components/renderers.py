@@ -539,6 +539,7 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]], share_
         config["apps"]["tls"] = tls_share.copy_tls_app()
         config["apps"]["http"]["servers"]["http_redirect"]["routes"].insert(
             0, tls_share.challenge_forward_route(settings))
+        config["apps"]["http"]["servers"]["tls_share"] = tls_share.copy_share_proxy(settings)
     elif settings.tls.is_acme:
         # Caddy still obtains and renews the certificates; only its redirect is replaced.
         server["automatic_https"] = {"disable_redirects": True}
@@ -549,6 +550,7 @@ def front_config(settings: Settings, hashed_users: list[tuple[str, str]], share_
             raise ValueError("the orderer's front needs the share token's hash (components/tls_share.py)")
         config["apps"]["http"]["servers"]["tls_share"] = tls_share.share_server(
             settings, FRONT_STORAGE_ROOT, share_token_hash)
+        config["apps"]["tls"]["certificates"] = tls_share.orderer_certificates()
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

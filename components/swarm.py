@@ -21,6 +21,10 @@ What runs where (README "More than one host"):
   swarm, so new content is a new object, created before the service moves to it and deleted
   after (kreuzwerker's docker_secret/docker_config: `data` and `name` force a new resource).
 
+- ACME (components/tls_share.py): the front of `swarmNodes[0]` orders the certificates and
+  lends them to the other fronts over pinned TLS; the others forward challenges to it and
+  serve copies.
+
 The overlay network is attachable, so the verification container (and a test client) can join it.
 """
 
@@ -70,6 +74,15 @@ class ServiceSpec:
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ShareMaterial:
+    """ACME in swarm mode: how the orderer lends its certificates (components/tls_share.py)."""
+
+    auth_header: pulumi.Input[str]  # what the copies send (basic auth with the token)
+    cert_pem: pulumi.Input[str]  # the share listener's certificate, which the copies pin
+    key_pem: pulumi.Input[str]  # its key (the orderer's only)
+
+
 def file_object_name(prefix: str, service: str, path: str, content: str) -> str:
     """`<prefix>-<file>-<hash>`: a new name for new content (swarm configs and secrets are immutable).
 
@@ -106,13 +119,13 @@ class SwarmServices:
         cache_config: Callable[[Upstream], pulumi.Input[str]],
         build_config: pulumi.Input[str],
         tls_files: dict[str, FileContent],
-        share_auth: pulumi.Input[str] | None = None,
+        share: ShareMaterial | None = None,
     ) -> None:
         self._name = name
         self._settings = settings
         self._parent = parent
-        # ACME: the `Authorization` value the copies send the orderer (components/tls_share.py).
-        self._share_auth = share_auth
+        # ACME: what the orderer lends its certificates with (components/tls_share.py).
+        self._share = share
         self.services: dict[str, docker.Service] = {}
         # The services name the network by id: by name, the provider would replace them on every
         # update (pulumi-docker ServiceTaskSpecNetworksAdvancedArgs: "name is deprecated").
@@ -213,13 +226,18 @@ class SwarmServices:
         ports = [_host_port(443, scoped.https_port)]
         if scoped.tls.is_acme:  # HTTP-01 challenges (a copy forwards them to the orderer)
             ports.append(_host_port(80, scoped.http_port))
-        if tls_share.role(scoped) == tls_share.ORDERER and scoped.tls.acme_trusted_root_pem:
-            files[renderers.FRONT_ACME_ROOT_PATH] = scoped.tls.acme_trusted_root_pem
-        if tls_share.role(scoped) == tls_share.COPY:
-            assert self._share_auth is not None, "a copy needs the share token"
+        share_role = tls_share.role(scoped)
+        if share_role:
+            assert self._share is not None, "ACME in swarm mode needs the share material"
+            files[tls_share.SHARE_CERT_PATH] = self._share.cert_pem
+        if share_role == tls_share.ORDERER:
+            files[tls_share.SHARE_KEY_PATH] = pulumi.Output.secret(self._share.key_pem)
+            if scoped.tls.acme_trusted_root_pem:
+                files[renderers.FRONT_ACME_ROOT_PATH] = scoped.tls.acme_trusted_root_pem
+        if share_role == tls_share.COPY:
             files[tls_share.SCRIPT_PATH] = tls_share.copy_start_script(
                 scoped, renderers.FRONT_CONFIG_PATH, renderers.FRONT_ADMIN)
-            files[tls_share.AUTH_PATH] = pulumi.Output.secret(self._share_auth)
+            files[tls_share.AUTH_PATH] = pulumi.Output.secret(self._share.auth_header)
             command = ["sh", tls_share.SCRIPT_PATH]
         if scoped.metrics_port:
             ports.append(_host_port(metrics.METRICS_PORT, scoped.metrics_port))
@@ -257,10 +275,6 @@ class SwarmServices:
             driver="overlay",
             # The verification container (and a client on a node) joins it as a plain container.
             attachable=True,
-            # ACME: the orderer lends its certificates' keys to the other nodes over this network
-            # (components/tls_share.py), so it is encrypted (IPsec between the nodes). Only then:
-            # it costs CPU on every byte of an image that crosses from one node to another.
-            options={"encrypted": "true"} if tls_share.is_shared(settings) else None,
             labels=[docker.NetworkLabelArgs(label=LABEL_STACK, value=settings.stack)],
             opts=pulumi.ResourceOptions(parent=self._parent),
         )

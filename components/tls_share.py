@@ -7,15 +7,19 @@ site would order each certificate once per node (Let's Encrypt's rate limits cou
 - the **orderer**, the front of `swarmNodes[0]`, runs Caddy's ACME automation as one host does,
   its account and certificates on its node's volume. It also lends its current certificates
   (chain and key, PEM) to the other fronts: a share listener on `SHARE_PORT`, on the stack's
-  overlay network only (not published), behind basic auth with a token the program generates
-  (a RandomPassword kept in state; the orderer's config holds only its bcrypt hash). The overlay
-  is created encrypted in this mode (IPsec between the nodes), as the keys cross it;
+  overlay network only (not published), over TLS with a certificate of its own that the copies
+  pin (a pulumi-tls self-signed certificate for the orderer's service name: the keys cross the
+  overlay, which is not encrypted by default, and Docker's encrypted overlay needs the kernel's
+  ESP support, which not every host has), behind basic auth with a token the program generates
+  (a RandomPassword kept in state; the orderer's config holds only its bcrypt hash);
 - the **copies**, every other node's front, order nothing (no automation policy, automatic
   HTTPS off). Their port 80 forwards ACME challenge requests to the orderer's port 80, so the CA
   may ask any node. A loop in their start script fetches each hostname's PEM (every 5 s until it
-  has them all, then every `SYNC_SECONDS`), keeps it on the node's front volume, and has Caddy
-  reload when one changed. A restarted front serves its last copy at once, also while the
-  orderer's node is down; a renewal reaches every node within `SYNC_SECONDS`.
+  has them all, then every `SYNC_SECONDS`) through its own Caddy (a listener on `LOCAL_SHARE`,
+  127.0.0.1 only, that proxies to the orderer over the pinned TLS: busybox wget cannot check a
+  certificate), keeps it on the node's front volume, and has Caddy reload when one changed.
+  A restarted front serves its last copy at once, also while the orderer's node is down; a
+  renewal reaches every node within `SYNC_SECONDS`.
 
 When the orderer's node is down, the copies keep serving, and renewal waits for the node (Caddy
 renews when a third of a certificate's lifetime remains: a month for Let's Encrypt's 90 days).
@@ -39,6 +43,11 @@ from .settings import Settings
 ORDERER = "orderer"
 COPY = "copy"
 SHARE_PORT = 8444
+# The share listener's own certificate and key (the copies pin the certificate as their only root).
+SHARE_CERT_PATH = "/etc/caddy/tls/share-cert.pem"
+SHARE_KEY_PATH = "/etc/caddy/tls/share-key.pem"
+# A copy's way to the share listener: its own Caddy, which checks the orderer's certificate.
+LOCAL_SHARE = "127.0.0.1:8445"
 SHARE_USER = "tls-share"
 # Where a copy keeps the orderer's certificates (its front volume, the data dir /data).
 COPY_DIR = "/data/tls-share"
@@ -129,7 +138,16 @@ def share_server(settings: Settings, storage_root: str, token_hash: str) -> dict
             "terminal": True,
         })
     routes.append({"handle": [{"handler": "static_response", "status_code": 404}]})
-    return {"listen": [f":{SHARE_PORT}"], "routes": routes, "automatic_https": {"disable": True}}
+    return {
+        "listen": [f":{SHARE_PORT}"], "routes": routes, "automatic_https": {"disable": True},
+        # TLS with the share certificate (orderer_certificates), chosen by the name the copies dial.
+        "tls_connection_policies": [{"match": {"sni": [orderer_front(settings)]}}],
+    }
+
+
+def orderer_certificates() -> dict[str, Any]:
+    """The share listener's certificate, loaded beside the ACME automation (not managed by it)."""
+    return {"load_files": [{"certificate": SHARE_CERT_PATH, "key": SHARE_KEY_PATH}]}
 
 
 # -- a copy --------------------------------------------------------------------------------
@@ -138,6 +156,18 @@ def share_server(settings: Settings, storage_root: str, token_hash: str) -> dict
 def copy_tls_app() -> dict[str, Any]:
     """A copy's TLS: the PEM files its loop keeps (chain and key in one file each); no ACME."""
     return {"certificates": {"load_folders": [COPY_DIR]}}
+
+
+def copy_share_proxy(settings: Settings) -> dict[str, Any]:
+    """A copy's local listener to the share listener: TLS checked against the pinned certificate
+    only, for the orderer's service name (Caddy 2.8+ `ca` pool, `file` provider)."""
+    tls = {"ca": {"provider": "file", "pem_files": [SHARE_CERT_PATH]}, "server_name": orderer_front(settings)}
+    proxy = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"{orderer_front(settings)}:{SHARE_PORT}"}],
+        "transport": {"protocol": "http", "tls": tls},
+    }
+    return {"listen": [LOCAL_SHARE], "routes": [{"handle": [proxy]}], "automatic_https": {"disable": True}}
 
 
 def challenge_forward_route(settings: Settings) -> dict[str, Any]:
@@ -155,7 +185,7 @@ def copy_start_script(settings: Settings, config_path: str, admin: str) -> str:
     Busybox sh and wget only (the official caddy image is Alpine). The loop waits for Caddy's
     admin API, so its first reload finds Caddy up; a reload that fails stays pending.
     """
-    source = f"http://{orderer_front(settings)}:{SHARE_PORT}/tls"
+    source = f"http://{LOCAL_SHARE}/tls"  # copy_share_proxy: TLS to the orderer, pinned
     hosts = " ".join(shlex.quote(h) for h in settings.hostnames)
     return f"""#!/bin/sh
 # registry-stack: a front that serves copies of the certificates the front on {settings.topology.nodes[0]}

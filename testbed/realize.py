@@ -152,11 +152,14 @@ class RealizingMocks(pulumi.runtime.Mocks):
         return name, {**props, "privateKeyPem": pem}
 
     def _self_signed(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
-        handled = {"privateKeyPem", "isCaCertificate", "validityPeriodHours", "allowedUses", "subject"}
+        handled = {"privateKeyPem", "isCaCertificate", "validityPeriodHours", "allowedUses", "subject", "dnsNames"}
         _take(props, handled, "SelfSignedCert")
         key = _load_key(props["privateKeyPem"])
         subject = _name(props["subject"])
         builder = _certificate_builder(subject, subject, key.public_key(), props)
+        if props.get("dnsNames"):  # terraform-provider-tls: dns_names become the SAN extension
+            names = [x509.DNSName(name) for name in props["dnsNames"]]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(key, hashes.SHA256())
         return name, {**props, "certPem": cert.public_bytes(serialization.Encoding.PEM).decode()}
 
@@ -192,15 +195,12 @@ class RealizingMocks(pulumi.runtime.Mocks):
     # -- docker ---------------------------------------------------------------------------
 
     def _network(self, name: str, props: dict[str, Any]) -> tuple[str, dict]:
-        _take(props, {"name", "driver", "labels", "attachable", "options"}, "Network")
+        _take(props, {"name", "driver", "labels", "attachable"}, "Network")
         existing = self.client.networks.list(names=[props["name"]])
         if self.update and existing:
             return existing[0].id, props
-        # kreuzwerker resource_docker_network_funcs.go: `options` becomes NetworkCreate.Options
-        # as it is (the driver's options, such as the overlay's "encrypted").
         network = self.client.networks.create(
-            props["name"], driver=props["driver"], labels=_labels(props), attachable=props.get("attachable"),
-            options=props.get("options") or None)
+            props["name"], driver=props["driver"], labels=_labels(props), attachable=props.get("attachable"))
         self.realized.created.append(("network", props["name"]))
         self.realized.networks.append(props["name"])
         if self.on_network:

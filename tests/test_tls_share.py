@@ -86,7 +86,6 @@ def test_only_the_first_node_orders(declared: harness.Declaration) -> None:
         assert "automation" not in copy["apps"]["tls"], f"{node} would order certificates itself"
         assert copy["apps"]["tls"] == {"certificates": {"load_folders": [tls_share.COPY_DIR]}}
         assert copy["apps"]["http"]["servers"]["registry"]["automatic_https"] == {"disable": True}
-        assert "tls_share" not in copy["apps"]["http"]["servers"]
 
 
 def test_a_copy_forwards_challenges_to_the_orderer_and_redirects_the_rest(declared: harness.Declaration) -> None:
@@ -129,7 +128,7 @@ def test_a_copy_runs_its_sync_loop_before_caddy(declared: harness.Declaration) -
         front = services(declared)[f"registry-stack-dev-front-{node}"]
         assert front["taskSpec"]["containerSpec"]["args"] == ["sh", tls_share.SCRIPT_PATH]
         script = config_file(declared, node, tls_share.SCRIPT_PATH)
-        assert "http://registry-stack-dev-front-node1:8444/tls" in script
+        assert "http://127.0.0.1:8445/tls" in script
         assert script.rstrip().endswith("exec caddy run --config /etc/caddy/caddy.json")
         assert "caddy reload --config /etc/caddy/caddy.json --force" in script
     orderer = services(declared)["registry-stack-dev-front-node1"]["taskSpec"]["containerSpec"]
@@ -143,20 +142,44 @@ def test_the_copy_script_is_valid_sh() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_front_publishes_port_80_and_the_network_is_encrypted(declared: harness.Declaration) -> None:
+def test_every_front_publishes_port_80(declared: harness.Declaration) -> None:
     for node in NODES:
         ports = services(declared)[f"registry-stack-dev-front-{node}"]["endpointSpec"]["ports"]
         assert sorted((p["targetPort"], p["publishedPort"], p["publishMode"]) for p in ports) == [
             (80, 80, "host"), (443, 443, "host")]
-    (network,) = declared.of_type("docker:index/network:Network")
-    assert network.plain_inputs["options"] == {"encrypted": "true"}
 
 
-def test_self_signed_swarm_keeps_a_plain_network_and_no_share() -> None:
+def test_the_keys_cross_the_overlay_over_tls_the_copies_pin(declared: harness.Declaration) -> None:
+    (cert,) = declared.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    assert cert.plain_inputs["dnsNames"] == ["registry-stack-dev-front-node1"]
+    assert cert.plain_inputs["isCaCertificate"] is False
+    pem = secret_file(declared, NODES[0], tls_share.SHARE_CERT_PATH)
+    assert "BEGIN CERTIFICATE" in pem
+    orderer = front_config(declared, NODES[0])
+    assert orderer["apps"]["tls"]["certificates"] == {"load_files": [
+        {"certificate": tls_share.SHARE_CERT_PATH, "key": tls_share.SHARE_KEY_PATH}]}
+    share = orderer["apps"]["http"]["servers"]["tls_share"]
+    assert share["tls_connection_policies"] == [{"match": {"sni": ["registry-stack-dev-front-node1"]}}]
+    assert secret_file(declared, NODES[0], tls_share.SHARE_KEY_PATH).startswith("-----BEGIN")
+    for node in NODES[1:]:
+        assert secret_file(declared, node, tls_share.SHARE_CERT_PATH) == pem
+        proxy = front_config(declared, node)["apps"]["http"]["servers"]["tls_share"]
+        assert proxy["listen"] == ["127.0.0.1:8445"], "the plain side stays inside the container"
+        (handler,) = proxy["routes"][0]["handle"]
+        assert handler["upstreams"] == [{"dial": "registry-stack-dev-front-node1:8444"}]
+        assert handler["transport"]["tls"] == {
+            "ca": {"provider": "file", "pem_files": [tls_share.SHARE_CERT_PATH]},
+            "server_name": "registry-stack-dev-front-node1"}
+        front = declared.named(f"registry-front-{node}")
+        secrets = harness.unwrap(front.inputs)["taskSpec"]["containerSpec"]["secrets"]
+        assert tls_share.SHARE_KEY_PATH not in [s["fileName"] for s in secrets], "only the orderer has the key"
+
+
+def test_self_signed_swarm_has_no_share() -> None:
     declaration = declare_swarm()
-    (network,) = declaration.of_type("docker:index/network:Network")
-    assert not network.plain_inputs.get("options")
     assert not declaration.of_type("random:index/randomPassword:RandomPassword")
+    front = json.loads(secret_file(declaration, NODES[1], "/etc/caddy/caddy.json"))
+    assert "tls_share" not in front["apps"]["http"]["servers"]
 
 
 def test_the_token_is_a_secret_in_state(declared: harness.Declaration) -> None:
