@@ -226,18 +226,18 @@ class SwarmServices:
         ports = [_host_port(443, scoped.https_port)]
         if scoped.tls.is_acme:  # HTTP-01 challenges (a copy forwards them to the orderer)
             ports.append(_host_port(80, scoped.http_port))
-        share_role = tls_share.role(scoped)
+        share_role, share = tls_share.role(scoped), self._share
         if share_role:
-            assert self._share is not None, "ACME in swarm mode needs the share material"
-            files[tls_share.SHARE_CERT_PATH] = self._share.cert_pem
-        if share_role == tls_share.ORDERER:
-            files[tls_share.SHARE_KEY_PATH] = pulumi.Output.secret(self._share.key_pem)
+            assert share is not None, "ACME in swarm mode needs the share material"
+            files[tls_share.SHARE_CERT_PATH] = share.cert_pem
+        if share_role == tls_share.ORDERER and share is not None:
+            files[tls_share.SHARE_KEY_PATH] = pulumi.Output.secret(share.key_pem)
             if scoped.tls.acme_trusted_root_pem:
                 files[renderers.FRONT_ACME_ROOT_PATH] = scoped.tls.acme_trusted_root_pem
-        if share_role == tls_share.COPY:
+        if share_role == tls_share.COPY and share is not None:
             files[tls_share.SCRIPT_PATH] = tls_share.copy_start_script(
                 scoped, renderers.FRONT_CONFIG_PATH, renderers.FRONT_ADMIN)
-            files[tls_share.AUTH_PATH] = pulumi.Output.secret(self._share.auth_header)
+            files[tls_share.AUTH_PATH] = pulumi.Output.secret(share.auth_header)
             command = ["sh", tls_share.SCRIPT_PATH]
         if scoped.metrics_port:
             ports.append(_host_port(metrics.METRICS_PORT, scoped.metrics_port))
