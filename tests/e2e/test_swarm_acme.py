@@ -161,11 +161,23 @@ def site(docker_client: docker.DockerClient, local_images: dict[str, str]) -> It
 
 def every_node_serves(site: AcmeSwarm, nodes: tuple[str, ...] = NODES) -> dict[tuple[str, str], int]:
     """(node, hostname) -> serial of the certificate served, once every node serves every name."""
-    return {
-        (node, hostname): wait_until(lambda n=node, h=hostname: site.served(n, h), CERTIFICATE_SECONDS,
-                                     f"{node}'s front serving {hostname} under Pebble's root").serial_number
-        for node in nodes for hostname in site.hostnames
-    }
+    serials: dict[tuple[str, str], int] = {}
+    for node in nodes:
+        for hostname in site.hostnames:
+            try:
+                serials[(node, hostname)] = wait_until(
+                    lambda n=node, h=hostname: site.served(n, h), CERTIFICATE_SECONDS,
+                    f"{node}'s front serving {hostname} under Pebble's root").serial_number
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{node}'s front log:\n{front_log(site, node)}") from error
+    return serials
+
+
+def front_log(site: AcmeSwarm, node: str) -> str:
+    """The lines of a front's log that tell what its ACME or copy side did (for a failure's message)."""
+    lines = front_container(site, node).logs(tail=400).decode(errors="replace").splitlines()
+    telling = [line for line in lines if '"level":"info","ts"' not in line or "tls" in line]
+    return "\n".join(line[:400] for line in telling[-25:])
 
 
 def front_container(site: AcmeSwarm, node: str) -> Any:
