@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -26,7 +27,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree
@@ -38,7 +39,7 @@ from testbed import E2E_STACK_LABEL, images
 from testbed.clients import wait_until
 from testbed.realize import EngineState
 from testbed.realize_swarm import SwarmMocks
-from testbed.registry_http import Endpoint, RegistryError, pull_image, push_image, synthetic_image
+from testbed.registry_http import Endpoint, RegistryError, SyntheticImage, pull_image, push_image, synthetic_image
 from testbed.stack import e2e_values, remove_leftovers, secret_keys_of
 from tests.e2e import hosts as host_bed_module
 from tests.e2e import swarm as swarm_bed_module
@@ -232,6 +233,32 @@ def node_get(site: SwarmSite, node: str, output: str, path: str, user: str = "",
         connection.close()
 
 
+# What a client gets from a node that is gone or going: a refused, reset or timed-out
+# connection or a failed handshake (OSError), an answer cut off mid-way (HTTPException, which
+# is no OSError), or an answer it cannot use (RegistryError). Each means: try the next node.
+NODE_ERRORS = (RegistryError, OSError, http.client.HTTPException)
+
+
+@contextlib.contextmanager
+def looping(step: Callable[[], None], clients: int) -> Iterator[None]:
+    """`clients` threads calling `step` over and over until the block ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            step()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+
+
 @dataclass
 class Load:
     """Clients pulling in a loop, each request tried on every node in turn (its mirrors)."""
@@ -242,19 +269,17 @@ class Load:
     failed: int = 0
     served: int = 0
     node_failures: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
-        while not self._stop.is_set():
-            for output, repository, reference in self.targets:
-                self._one(output, repository, reference)
+    def round(self) -> None:
+        for output, repository, reference in self.targets:
+            self._one(output, repository, reference)
 
     def _one(self, output: str, repository: str, reference: str) -> None:
         for node in self.nodes:
             user = ADMIN if output == "buildUrl" else ""
             try:
                 pull_image(self.site.endpoint(node, output, user), repository, reference)
-            except (RegistryError, OSError):
+            except NODE_ERRORS:
                 self.node_failures[node] = self.node_failures.get(node, 0) + 1
                 continue
             self.served += 1
@@ -263,15 +288,65 @@ class Load:
 
     @contextlib.contextmanager
     def running(self, clients: int = 2) -> Iterator[Load]:
-        threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        try:
+        with looping(self.round, clients):
             yield self
-        finally:
-            self._stop.set()
-            for thread in threads:
-                thread.join(timeout=120)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """An image a client pushed, kept to check later that the registry still has it whole."""
+
+    repository: str
+    tag: str
+    image: SyntheticImage
+
+
+@dataclass
+class PushLoad:
+    """One client pushing a new unique image in a loop, each push tried on the nodes in turn,
+    `nodes[0]` first (its preferred front), as a CI runner with one name per node retries: a
+    push that fails on one node is pushed again whole on the next (blobs already uploaded
+    through the failed node are simply uploaded again)."""
+
+    site: SwarmSite
+    nodes: tuple[str, ...]
+    pushed: list[Pushed] = field(default_factory=list)
+    first_time: int = 0
+    retried: int = 0  # succeeded on a later node after failing on the ones before it
+    failed: int = 0  # failed on every node
+    node_failures: dict[str, int] = field(default_factory=dict)
+    # How the attempts failed (exception names): a push cut off in flight, or refused outright.
+    reasons: dict[str, int] = field(default_factory=dict)
+    longest_failure: float = 0.0  # seconds one failed attempt took: refused at once or timed out
+
+    def push(self) -> None:
+        pushed = Pushed(unique_repository("swarm-pushload"), "1", synthetic_image([128 * 1024]))
+        for attempt, node in enumerate(self.nodes):
+            if self._push_on(node, pushed):
+                self.pushed.append(pushed)
+                if attempt == 0:
+                    self.first_time += 1
+                else:
+                    self.retried += 1
+                return
+        self.failed += 1
+
+    def _push_on(self, node: str, pushed: Pushed) -> bool:
+        started = time.monotonic()
+        try:
+            push_image(self.site.endpoint(node, "buildUrl", ADMIN), pushed.repository, pushed.tag, pushed.image)
+        except NODE_ERRORS as error:
+            self.node_failures[node] = self.node_failures.get(node, 0) + 1
+            self.reasons[type(error).__name__] = self.reasons.get(type(error).__name__, 0) + 1
+            self.longest_failure = max(self.longest_failure, time.monotonic() - started)
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[PushLoad]:
+        # One client: its pushes are in order, and the counters need no lock.
+        with looping(self.push, 1):
+            yield self
 
 
 def pushed_and_cached(site: SwarmSite) -> list[tuple[str, str, str]]:
@@ -305,22 +380,47 @@ def test_a_new_user_rolls_through_the_nodes_without_a_failed_request(site: Swarm
 
 
 def test_losing_a_node_keeps_pulls_working_and_loses_nothing(site: SwarmSite) -> None:
+    """Lose one node (its dockerd and every task on it) while two clients pull and one pushes, the
+    pusher preferring the lost node: no pull and no push fails on every node, and every image
+    pushed before or during the loss pulls whole from the other nodes, and from the lost one once
+    it is back."""
     targets = pushed_and_cached(site)
     lost = NODES[2]
-    with Load(site, targets).running() as load:
+    survivors = tuple(node for node in NODES if node != lost)
+    with Load(site, targets).running() as load, PushLoad(site, (lost, *survivors)).running() as pushes:
         time.sleep(2)
-        site.bed.stop_engine(lost)
+        orphans = lose_node(site, lost)
         time.sleep(15)
-    print(f"\nnode loss of {lost}: {load.served} pulls served, {load.failed} failed, per node {load.node_failures}")
+    print(f"\nnode loss of {lost} ({orphans} task processes outlived its dockerd, killed): {load.served} pulls "
+          f"served, {load.failed} failed, per node {load.node_failures}; pushes preferring {lost}: "
+          f"{pushes.first_time} first time, {pushes.retried} after a retry on another node, {pushes.failed} failed "
+          f"on every node, per node {pushes.node_failures} {pushes.reasons}, longest failed attempt "
+          f"{pushes.longest_failure:.1f} s")
     assert load.failed == 0 and load.served > 0
-    for node in NODES[:2]:
-        for output, repository, reference in targets:
-            pull_image(site.endpoint(node, output, ADMIN if output == "buildUrl" else ""), repository, reference)
+    assert pushes.failed == 0 and pushes.retried > 0, "the pusher's pushes moved to another node"
+    for node in survivors:
+        _serves_everything(site, node, targets)
+        _has_every_push(site, node, pushes.pushed)
     # The node comes back: swarm restarts its services and its front serves what it served.
     site.bed.start_engine(lost)
     started = time.monotonic()
     wait_until(lambda: _serves_everything(site, lost, targets), 180, f"{lost}'s front serving again")
     print(f"{lost} back and serving {time.monotonic() - started:.0f} s after its dockerd started")
+    _has_every_push(site, lost, pushes.pushed)
+
+
+def lose_node(site: SwarmSite, node: str) -> int:
+    """The whole node is lost; how many of its tasks' processes had to be killed after its engine.
+
+    stop_engine kills dockerd, containerd and the shims, but the tasks' processes outlive them
+    (the node's init adopts them) and its front kept serving: a lost machine runs none of them.
+    They are the processes in a pid namespace other than the node's own.
+    """
+    site.bed.stop_engine(node)
+    script = ('own=$(readlink /proc/1/ns/pid); n=0; for p in /proc/[0-9]*; do '
+              'ns=$(readlink "$p/ns/pid" 2>/dev/null) || continue; [ "$ns" = "$own" ] && continue; '
+              'kill -9 "${p#/proc/}" 2>/dev/null && n=$((n + 1)); done; echo "$n"')
+    return int(site.bed.nodes[node].sh(script).stdout.strip())
 
 
 def _serves_everything(site: SwarmSite, node: str, targets: list[tuple[str, str, str]]) -> None:
@@ -330,6 +430,19 @@ def _serves_everything(site: SwarmSite, node: str, targets: list[tuple[str, str,
             pull_image(site.endpoint(node, output, ADMIN if output == "buildUrl" else ""), repository, reference)
         except RegistryError as error:
             raise AssertionError(f"{output} {repository}:{reference}: {error}") from error
+
+
+def _has_every_push(site: SwarmSite, node: str, pushed: list[Pushed]) -> None:
+    """Every pushed image pulls through the node's front by its tag with the blobs it was pushed
+    with (each blob's bytes checked against its digest), and by its manifest's digest."""
+    endpoint = site.endpoint(node, "buildUrl", ADMIN)
+    for push in pushed:
+        try:
+            served = pull_image(endpoint, push.repository, push.tag).blob_digests
+            pull_image(endpoint, push.repository, push.image.manifest_digest)
+        except RegistryError as error:
+            raise AssertionError(f"{push.repository}:{push.tag} on {node}: {error}") from error
+        assert served == [blob.digest for blob in push.image.blobs], f"{push.repository}:{push.tag} on {node}"
 
 
 def test_the_build_registry_moves_into_the_bucket_and_scales_to_three_and_back(site: SwarmSite) -> None:
