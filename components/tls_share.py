@@ -165,7 +165,9 @@ def copy_share_proxy(settings: Settings) -> dict[str, Any]:
     proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"{orderer_front(settings)}:{SHARE_PORT}"}],
-        "transport": {"protocol": "http", "tls": tls},
+        # The loop's wget has no timeout option it can use (busybox 1.35's `-T` crashes it), so
+        # this proxy bounds each fetch: a lost orderer is a quick 502, and the copy keeps its files.
+        "transport": {"protocol": "http", "tls": tls, "dial_timeout": "5s", "response_header_timeout": "10s"},
     }
     return {"listen": [LOCAL_SHARE], "routes": [{"handle": [proxy]}], "automatic_https": {"disable": True}}
 
@@ -195,7 +197,7 @@ mkdir -p "$share"
 
 fetch() {{  # $1: a hostname. Succeeds when a new, complete copy replaced the old one.
   new="$share/.$1.new"
-  if wget -q -T 10 -O "$new" --header "Authorization: $(cat {AUTH_PATH})" "{source}/$1" 2>/dev/null \\
+  if wget -q -O "$new" --header "Authorization: $(cat {AUTH_PATH})" "{source}/$1" 2>/dev/null \\
       && grep -q 'BEGIN CERTIFICATE' "$new" && grep -q 'PRIVATE KEY' "$new" \\
       && ! cmp -s "$new" "$share/$1.pem"; then
     mv "$new" "$share/$1.pem"

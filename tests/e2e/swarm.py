@@ -51,10 +51,20 @@ class SwarmBed:
     def address(self, node: str) -> str:
         return self.nodes[node].address
 
-    def stop_engine(self, node: str) -> None:
-        """The node is lost: its dockerd and every container on it stop at once."""
-        self.nodes[node].sh("pkill -9 dockerd; pkill -9 containerd-shim || true; pkill -9 containerd || true",
-                            check=False)
+    def stop_engine(self, node: str) -> int:
+        """The node is lost: its dockerd and every container on it stop at once; how many of its
+        tasks' processes had to be killed after the engine.
+
+        Killing dockerd, containerd and the shims is not enough: the tasks' processes outlive them
+        (the node's init adopts them) and a front kept serving. A lost machine runs none of them,
+        so every process in a pid namespace other than the node's own is killed too.
+        """
+        host = self.nodes[node]
+        host.sh("pkill -9 dockerd; pkill -9 containerd-shim || true; pkill -9 containerd || true", check=False)
+        script = ('own=$(readlink /proc/1/ns/pid); n=0; for p in /proc/[0-9]*; do '
+                  'ns=$(readlink "$p/ns/pid" 2>/dev/null) || continue; [ "$ns" = "$own" ] && continue; '
+                  'kill -9 "${p#/proc/}" 2>/dev/null && n=$((n + 1)); done; echo "$n"')
+        return int(host.sh(script).stdout.strip())
 
     def start_engine(self, node: str, seconds: int = 120) -> None:
         """The node comes back: dockerd starts again (its pid files are stale after a kill -9).

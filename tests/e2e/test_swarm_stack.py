@@ -389,7 +389,7 @@ def test_losing_a_node_keeps_pulls_working_and_loses_nothing(site: SwarmSite) ->
     survivors = tuple(node for node in NODES if node != lost)
     with Load(site, targets).running() as load, PushLoad(site, (lost, *survivors)).running() as pushes:
         time.sleep(2)
-        orphans = lose_node(site, lost)
+        orphans = site.bed.stop_engine(lost)
         time.sleep(15)
     print(f"\nnode loss of {lost} ({orphans} task processes outlived its dockerd, killed): {load.served} pulls "
           f"served, {load.failed} failed, per node {load.node_failures}; pushes preferring {lost}: "
@@ -407,20 +407,6 @@ def test_losing_a_node_keeps_pulls_working_and_loses_nothing(site: SwarmSite) ->
     wait_until(lambda: _serves_everything(site, lost, targets), 180, f"{lost}'s front serving again")
     print(f"{lost} back and serving {time.monotonic() - started:.0f} s after its dockerd started")
     _has_every_push(site, lost, pushes.pushed)
-
-
-def lose_node(site: SwarmSite, node: str) -> int:
-    """The whole node is lost; how many of its tasks' processes had to be killed after its engine.
-
-    stop_engine kills dockerd, containerd and the shims, but the tasks' processes outlive them
-    (the node's init adopts them) and its front kept serving: a lost machine runs none of them.
-    They are the processes in a pid namespace other than the node's own.
-    """
-    site.bed.stop_engine(node)
-    script = ('own=$(readlink /proc/1/ns/pid); n=0; for p in /proc/[0-9]*; do '
-              'ns=$(readlink "$p/ns/pid" 2>/dev/null) || continue; [ "$ns" = "$own" ] && continue; '
-              'kill -9 "${p#/proc/}" 2>/dev/null && n=$((n + 1)); done; echo "$n"')
-    return int(site.bed.nodes[node].sh(script).stdout.strip())
 
 
 def _serves_everything(site: SwarmSite, node: str, targets: list[tuple[str, str, str]]) -> None:
