@@ -194,10 +194,12 @@ def test_one_front_orders_and_every_node_serves_its_certificates(site: AcmeSwarm
     assert sorted(site.outputs["hostnames"]) == sorted(site.hostnames)
     for hostname in site.hostnames:
         assert len({serials[(node, hostname)] for node in NODES}) == 1, f"{hostname}: one certificate everywhere"
-    # One order per name, not one per node, under one account: only the orderer ordered.
-    assert site.pebble.orders_placed() == len(site.hostnames)
+    # One certificate per name, not one per node, under one account: only the orderer ordered.
+    # (Orders may be more: on the first `pulumi up` node2's front starts after node1's, and an
+    # order whose challenge Pebble sent to node2 before it ran failed and was placed again.)
+    issued = [int(s, 16) for s in site.pebble.issued_serials()]
+    assert len(issued) == len(site.hostnames) and set(issued) == set(serials.values())
     assert site.pebble.accounts_registered() == 1
-    assert {int(s, 16) for s in site.pebble.issued_serials()} == set(serials.values())
     assert "VA always returns valid" not in site.pebble.log()
     # The ACME state is on the orderer's volume only; the copies keep PEM files of their own.
     listing = front_container(site, ORDERER).exec_run(["ls", "/data/caddy/certificates/pebble-14000-dir"])
