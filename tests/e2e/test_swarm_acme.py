@@ -181,9 +181,11 @@ def front_log(site: AcmeSwarm, node: str) -> str:
 
 
 def front_container(site: AcmeSwarm, node: str) -> Any:
+    """The running task container of a node's front (an AssertionError while there is none)."""
     name = f"registry-stack-{site.stack}-front-{node}"
-    (container,) = site.bed.clients[node].containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
-    return container
+    running = site.bed.clients[node].containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
+    assert len(running) == 1, f"{len(running)} running tasks of {name} on {node}"
+    return running[0]
 
 
 def test_one_front_orders_and_every_node_serves_its_certificates(site: AcmeSwarm) -> None:
