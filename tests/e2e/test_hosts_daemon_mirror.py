@@ -175,3 +175,36 @@ def test_daemon_mirror_over_ssh_on_a_real_docker_host(hosts_stack: HostStack, ca
     mirrors = json.loads(host.sh("docker info --format '{{json .RegistryConfig.Mirrors}}'").stdout) or []
     assert not any(cache_url in m for m in mirrors)
     host.sh(f"docker rm -f {SLEEPER} >/dev/null; docker image rm -f {SLEEPER}:1 >/dev/null")
+
+
+def test_a_first_address_that_times_out_costs_part_of_the_dial_timeout_then_pulls(hosts_stack: HostStack) -> None:
+    """A powered-off swarm node does not refuse: its address swallows the connection attempt.
+
+    Every host's etcHosts lists its own address (where nothing listens) first. Here that
+    address drops packets to the stack's port instead, as a node that is off does. Go's dialer
+    (dockerd) gives the first of two addresses half of its 30 s dial timeout (net/dial.go
+    partialDeadline), then connects to the next: the pull succeeds, each new connection later.
+    """
+    case = CASES[0]
+    stack, host = hosts_stack, hosts_stack.host(case.host)
+    repository = f"library/{unique_repository('timeout')}"
+    seed(stack.hub, repository)
+    name = f"{repository.removeprefix('library/')}:1"
+    applied = report_of(stack.run(case.host, "apply"))
+    time.sleep(HOSTS_CACHE_SECONDS)
+    drop = f"OUTPUT -d {host.address} -p tcp --dport {stack.https_port} -j DROP"
+    host.sh(f"iptables -I {drop}")
+    try:
+        probe = host.sh(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{host.address}/{stack.https_port}'; echo $?",
+                        check=False, timeout=30).stdout.split()
+        assert probe[-1:] == ["124"], f"the first address should time out (124), not refuse: {probe}"
+        started = time.monotonic()
+        pulled = pull(host, name)
+        seconds = time.monotonic() - started
+        assert pulled.returncode == 0, diagnose(stack, host, pulled, applied["docker"])
+        assert manifest_requested(stack.cache_log("cache"), repository)
+        print(f"\n{case.host}: first address timing out, the pull took {seconds:.0f} s")
+        assert seconds >= 10, "a connection attempt should have waited on the dropping address"
+    finally:
+        host.sh(f"iptables -D {drop}; docker image rm -f {name} >/dev/null 2>&1; true", check=False)
+        stack.run(case.host, "remove")
