@@ -177,13 +177,16 @@ def test_daemon_mirror_over_ssh_on_a_real_docker_host(hosts_stack: HostStack, ca
     host.sh(f"docker rm -f {SLEEPER} >/dev/null; docker image rm -f {SLEEPER}:1 >/dev/null")
 
 
-def test_a_first_address_that_times_out_costs_part_of_the_dial_timeout_then_pulls(hosts_stack: HostStack) -> None:
+def test_a_first_address_that_times_out_makes_dockerd_give_up_the_mirror(hosts_stack: HostStack) -> None:
     """A powered-off swarm node does not refuse: its address swallows the connection attempt.
 
     Every host's etcHosts lists its own address (where nothing listens) first. Here that
     address drops packets to the stack's port instead, as a node that is off does. Go's dialer
-    (dockerd) gives the first of two addresses half of its 30 s dial timeout (net/dial.go
-    partialDeadline), then connects to the next: the pull succeeds, each new connection later.
+    gives the first of two addresses half of dockerd's 30 s dial timeout (net/dial.go
+    partialDeadline), but dockerd's /v2/ ping of a mirror has a 15 s client timeout of its own:
+    it expires first, dockerd gives up the mirror and goes to Docker Hub. Measured, so the
+    README says it (remove a node that is off from the clients' names); once the address
+    answers again (refuses, here), the next pull goes through the mirror without a restart.
     """
     case = CASES[0]
     stack, host = hosts_stack, hosts_stack.host(case.host)
@@ -194,17 +197,24 @@ def test_a_first_address_that_times_out_costs_part_of_the_dial_timeout_then_pull
     time.sleep(HOSTS_CACHE_SECONDS)
     drop = f"OUTPUT -d {host.address} -p tcp --dport {stack.https_port} -j DROP"
     host.sh(f"iptables -I {drop}")
+    dropping = True
     try:
         probe = host.sh(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{host.address}/{stack.https_port}'; echo $?",
                         check=False, timeout=30).stdout.split()
         assert probe[-1:] == ["124"], f"the first address should time out (124), not refuse: {probe}"
         started = time.monotonic()
-        pulled = pull(host, name)
+        given_up = pull(host, name)
         seconds = time.monotonic() - started
+        log = host.sh("tail -n 40 /var/log/dockerd.log", check=False).stdout
+        assert given_up.returncode != 0, "dockerd now waits out a dropping first address: update the README"
+        assert "Client.Timeout exceeded" in log and stack.cache_address("docker") in log, log
+        print(f"\n{case.host}: first address dropping, dockerd gave up the mirror after {seconds:.0f} s")
+        host.sh(f"iptables -D {drop}")
+        dropping = False
+        pulled = pull(host, name)
         assert pulled.returncode == 0, diagnose(stack, host, pulled, applied["docker"])
         assert manifest_requested(stack.cache_log("cache"), repository)
-        print(f"\n{case.host}: first address timing out, the pull took {seconds:.0f} s")
-        assert seconds >= 10, "a connection attempt should have waited on the dropping address"
     finally:
-        host.sh(f"iptables -D {drop}; docker image rm -f {name} >/dev/null 2>&1; true", check=False)
+        host.sh(("iptables -D " + drop + "; " if dropping else "") + f"docker image rm -f {name} >/dev/null 2>&1; true",
+                check=False)
         stack.run(case.host, "remove")
