@@ -17,6 +17,7 @@ networks work; this kernel has no IPVS, so the stack uses `dnsrr` and host-mode 
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 import subprocess
@@ -26,7 +27,10 @@ from dataclasses import dataclass, field
 
 import docker
 
+from testbed import E2E_STACK_LABEL, images
+from testbed.stack import remove_leftovers
 from tests.e2e import hosts as host_bed_module
+from tests.e2e.host_stack import Standin, start_named_standin
 from tests.e2e.hosts import Host, HostBed, HostSpec
 
 ENGINE_PORT = 2375
@@ -137,3 +141,45 @@ def swarm_bed(client: docker.DockerClient, network: str, prefix: str, labels: di
         swarm.timings = {"host image": built - started, "boot": booted - built, "swarm": formed - booted,
                          "images": time.monotonic() - formed}
         yield swarm
+
+
+# What every swarm stack runs (its registries, front, agent and herd tier), loaded into the nodes.
+STACK_IMAGES = (images.REGISTRY.tag, images.CADDY.tag, images.PYTHON.tag, images.VARNISH.tag)
+
+
+@dataclass
+class BedNetwork:
+    """The bed's network on this engine, with the stand-in upstream the stack caches."""
+
+    name: str
+    labels: dict[str, str]
+    standin: Standin
+    upstream_url: str  # http://<address>: the nodes' tasks reach it through their gateway
+
+
+@contextlib.contextmanager
+def bed_network(client: docker.DockerClient, stack: str, upstream_alias: str) -> Iterator[BedNetwork]:
+    """A fresh bed network (a previous run's leftovers removed) and a stand-in upstream on it;
+    everything of `stack` removed afterwards."""
+    labels = {E2E_STACK_LABEL: stack}
+    host_bed_module.remove_leftover_hosts(client, labels)
+    remove_leftovers(client, stack)
+    name = f"registry-stack-{stack}-bed"
+    with contextlib.suppress(docker.errors.NotFound):
+        client.networks.get(name).remove()
+    client.networks.create(name, driver="bridge", labels=labels)
+    try:
+        standin = start_named_standin(client, name, stack, upstream_alias)
+        container = client.containers.get(standin.container)
+        address = container.attrs["NetworkSettings"]["Networks"][name]["IPAddress"]
+        yield BedNetwork(name, labels, standin, f"http://{address}")
+    finally:
+        remove_leftovers(client, stack)
+        with contextlib.suppress(docker.errors.APIError):
+            client.networks.get(name).remove()
+
+
+def basic_auth(users: Sequence[str], user: str) -> str:
+    """The Authorization header of `user` among `users` entries (`name:password`)."""
+    password = next(entry.split(":", 1)[1] for entry in users if entry.startswith(f"{user}:"))
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

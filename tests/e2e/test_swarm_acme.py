@@ -12,8 +12,6 @@ Every TLS check verifies against Pebble's issuing root only.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import os
 import secrets
 import tempfile
@@ -27,17 +25,16 @@ import pytest
 from cryptography import x509
 
 from components import naming
-from testbed import E2E_STACK_LABEL, images
+from testbed import images
 from testbed.clients import wait_until
 from testbed.pebble import Pebble, PebbleApiCertificate, make_pebble_api_certificate, pebble_directory_url, start_pebble
 from testbed.realize import EngineState
 from testbed.realize_swarm import SwarmMocks
 from testbed.registry_http import Endpoint, pull_image, push_image, synthetic_image
-from testbed.stack import e2e_values, remove_leftovers, secret_keys_of
+from testbed.stack import e2e_values, secret_keys_of
 from testbed.trust import served_certificate
-from tests.e2e import hosts as host_bed_module
 from tests.e2e import swarm as swarm_bed_module
-from tests.e2e.host_stack import seed, start_named_standin, unique_repository
+from tests.e2e.host_stack import seed, unique_repository
 from tests.harness import declare, unwrap
 
 pytestmark = pytest.mark.e2e
@@ -121,10 +118,7 @@ class AcmeSwarm:
         return served_certificate(443, hostname, self.root, address=self.bed.address(node))
 
     def endpoint(self, node: str, output: str, user: str = "") -> Endpoint:
-        auth = ""
-        if user:
-            password = next(entry.split(":", 1)[1] for entry in self.users if entry.startswith(f"{user}:"))
-            auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        auth = swarm_bed_module.basic_auth(self.users, user) if user else ""
         return Endpoint(self.outputs[output], ca_file=self.root_file, auth_header=auth,
                         address=self.bed.address(node))
 
@@ -132,31 +126,17 @@ class AcmeSwarm:
 @pytest.fixture(scope="module")
 def site(docker_client: docker.DockerClient, local_images: dict[str, str]) -> Iterator[AcmeSwarm]:
     stack = stack_name()
-    labels = {E2E_STACK_LABEL: stack}
-    host_bed_module.remove_leftover_hosts(docker_client, labels)
-    remove_leftovers(docker_client, stack)
-    network_name = f"registry-stack-{stack}-bed"
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.networks.get(network_name).remove()
-    docker_client.networks.create(network_name, driver="bridge", labels=labels)
-    try:
-        standin = start_named_standin(docker_client, network_name, stack, "upstream.swacme.test")
-        container = docker_client.containers.get(standin.container)
-        address = container.attrs["NetworkSettings"]["Networks"][network_name]["IPAddress"]
-        tags = [images.REGISTRY.tag, images.CADDY.tag, images.PYTHON.tag, images.VARNISH.tag, images.PEBBLE.tag]
-        with swarm_bed_module.swarm_bed(docker_client, network_name, f"registry-stack-{stack}-node", labels,
-                                        tags) as bed:
+    with swarm_bed_module.bed_network(docker_client, stack, "upstream.swacme.test") as network:
+        tags = [*swarm_bed_module.STACK_IMAGES, images.PEBBLE.tag]
+        with swarm_bed_module.swarm_bed(docker_client, network.name, f"registry-stack-{stack}-node",
+                                        network.labels, tags) as bed:
             api = make_pebble_api_certificate(addresses=(bed.address(ORDERER),))
-            site = AcmeSwarm(docker_client, bed, stack, f"{stack}.internal.network", f"http://{address}", standin,
-                             api=api, users=[f"{ADMIN}:{secrets.token_urlsafe(18)}"])
+            site = AcmeSwarm(docker_client, bed, stack, f"{stack}.internal.network", network.upstream_url,
+                             network.standin, api=api, users=[f"{ADMIN}:{secrets.token_urlsafe(18)}"])
             seconds = site.up()
             site.trust_pebbles_root()
             print(f"\nswarm bed {bed.timings}, first pulumi up {seconds:.0f} s")
             yield site
-    finally:
-        remove_leftovers(docker_client, stack)
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.networks.get(network_name).remove()
 
 
 def every_node_serves(site: AcmeSwarm, nodes: tuple[str, ...] = NODES) -> dict[tuple[str, str], int]:

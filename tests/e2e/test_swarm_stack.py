@@ -13,7 +13,6 @@ gives up on its mirrors. Each node's own failures are counted and reported too.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import io
@@ -40,10 +39,9 @@ from testbed.clients import wait_until
 from testbed.realize import EngineState
 from testbed.realize_swarm import SwarmMocks
 from testbed.registry_http import Endpoint, RegistryError, SyntheticImage, pull_image, push_image, synthetic_image
-from testbed.stack import e2e_values, remove_leftovers, secret_keys_of
-from tests.e2e import hosts as host_bed_module
+from testbed.stack import e2e_values, secret_keys_of
 from tests.e2e import swarm as swarm_bed_module
-from tests.e2e.host_stack import seed, start_named_standin, unique_repository
+from tests.e2e.host_stack import seed, unique_repository
 from tests.harness import declare, unwrap
 
 pytestmark = pytest.mark.e2e
@@ -102,10 +100,7 @@ class SwarmSite:
         return time.monotonic() - started
 
     def endpoint(self, node: str, output: str, user: str = "") -> Endpoint:
-        auth = ""
-        if user:
-            password = next(entry.split(":", 1)[1] for entry in self.users if entry.startswith(f"{user}:"))
-            auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        auth = swarm_bed_module.basic_auth(self.users, user) if user else ""
         return Endpoint(self.outputs[output], ca_file=self.ca_file, auth_header=auth, address=self.bed.address(node))
 
 
@@ -167,30 +162,15 @@ def start_bucket(client: docker.DockerClient, network: str, stack: str) -> Bucke
 @pytest.fixture(scope="module")
 def site(docker_client: docker.DockerClient, local_images: dict[str, str]) -> Iterator[SwarmSite]:
     stack = stack_name()
-    labels = {E2E_STACK_LABEL: stack}
-    host_bed_module.remove_leftover_hosts(docker_client, labels)
-    remove_leftovers(docker_client, stack)
-    network_name = f"registry-stack-{stack}-bed"
-    with contextlib.suppress(docker.errors.NotFound):
-        docker_client.networks.get(network_name).remove()
-    docker_client.networks.create(network_name, driver="bridge", labels=labels)
-    try:
-        standin = start_named_standin(docker_client, network_name, stack, "upstream.swarm.test")
-        container = docker_client.containers.get(standin.container)
-        address = container.attrs["NetworkSettings"]["Networks"][network_name]["IPAddress"]
-        bucket = start_bucket(docker_client, network_name, stack)
-        tags = [images.REGISTRY.tag, images.CADDY.tag, images.PYTHON.tag, images.VARNISH.tag]
-        with swarm_bed_module.swarm_bed(docker_client, network_name, f"registry-stack-{stack}-node", labels,
-                                        tags) as bed:
-            site = SwarmSite(docker_client, bed, stack, f"http://{address}", standin,
+    with swarm_bed_module.bed_network(docker_client, stack, "upstream.swarm.test") as network:
+        bucket = start_bucket(docker_client, network.name, stack)
+        with swarm_bed_module.swarm_bed(docker_client, network.name, f"registry-stack-{stack}-node",
+                                        network.labels, swarm_bed_module.STACK_IMAGES) as bed:
+            site = SwarmSite(docker_client, bed, stack, network.upstream_url, network.standin,
                              users=[f"{ADMIN}:{secrets.token_urlsafe(18)}"], bucket=bucket)
             seconds = site.up()
             print(f"\nswarm bed {bed.timings}, first pulumi up {seconds:.0f} s")
             yield site
-    finally:
-        remove_leftovers(docker_client, stack)
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.networks.get(network_name).remove()
 
 
 def test_every_nodes_front_serves_the_write_up_validation(site: SwarmSite) -> None:
