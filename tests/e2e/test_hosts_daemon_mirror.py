@@ -183,10 +183,12 @@ def test_a_first_address_that_times_out_makes_dockerd_give_up_the_mirror(hosts_s
     Every host's etcHosts lists its own address (where nothing listens) first. Here that
     address drops packets to the stack's port instead, as a node that is off does. Go's dialer
     gives the first of two addresses half of dockerd's 30 s dial timeout (net/dial.go
-    partialDeadline), but dockerd's /v2/ ping of a mirror has a 15 s client timeout of its own:
-    it expires first, dockerd gives up the mirror and goes to Docker Hub. Measured, so the
-    README says it (remove a node that is off from the clients' names); once the address
-    answers again (refuses, here), the next pull goes through the mirror without a restart.
+    partialDeadline), and dockerd's /v2/ ping of a mirror has a 15 s client timeout of its own:
+    the two expire together. Mostly the ping's fires first and dockerd gives up the mirror for
+    Docker Hub; when the dial's does, the next address serves. Either way the dropping address
+    costs the whole 15 s, which is what this asserts (and which the README says: take a node
+    that is off out of the clients' names). Once the address answers again (refuses, here),
+    the next pull goes through the mirror without a restart.
     """
     case = CASES[0]
     stack, host = hosts_stack, hosts_stack.host(case.host)
@@ -203,12 +205,15 @@ def test_a_first_address_that_times_out_makes_dockerd_give_up_the_mirror(hosts_s
                         check=False, timeout=30).stdout.split()
         assert probe[-1:] == ["124"], f"the first address should time out (124), not refuse: {probe}"
         started = time.monotonic()
-        given_up = pull(host, name)
+        attempt = pull(host, name)
         seconds = time.monotonic() - started
-        log = host.sh("tail -n 40 /var/log/dockerd.log", check=False).stdout
-        assert given_up.returncode != 0, "dockerd now waits out a dropping first address: update the README"
-        assert "Client.Timeout exceeded" in log and stack.cache_address("docker") in log, log
-        print(f"\n{case.host}: first address dropping, dockerd gave up the mirror after {seconds:.0f} s")
+        log = host.sh("tail -n 60 /var/log/dockerd.log", check=False).stdout
+        outcome = "pulled through the next address" if attempt.returncode == 0 else "gave up the mirror"
+        print(f"\n{case.host}: first address dropping, dockerd {outcome} after {seconds:.0f} s")
+        assert seconds >= 14, f"dockerd no longer waits on a dropping first address ({seconds:.0f} s): fix the README"
+        if attempt.returncode != 0:  # the ping's timeout, as Go words it depending on which fired
+            timed_out = ("Client.Timeout exceeded", "context deadline exceeded")
+            assert stack.cache_address("docker") in log and any(words in log for words in timed_out), log
         host.sh(f"iptables -D {drop}")
         dropping = False
         pulled = pull(host, name)
